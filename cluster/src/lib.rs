@@ -1,0 +1,12 @@
+//! consentry's cluster: the domain model, the replicated state machine, and raft over QUIC.
+//!
+//! Pollers submit [`command::Command::Results`] batches; raft (openraft) replicates them over
+//! the QUIC transport; every replica applies them to [`state::ClusterState`], a pure state
+//! machine that runs the decision rule, opens and closes incidents, and records the
+//! notification intents that only the leader executes.
+
+pub mod command;
+pub mod model;
+pub mod types;
+
+pub use consentry_storage::codec;
