@@ -10,3 +10,5 @@ pub mod model;
 pub mod types;
 
 pub use consentry_storage::codec;
+pub mod rule;
+pub mod state;
