@@ -1,1 +1,31 @@
-//! x
+//! consentry's node: everything one cluster member runs, and the `consentry` CLI.
+//!
+//! Data flows one way. The [`poller`] probes the checks that are due (the [`schedule`]
+//! spreads them over their interval; [`probe`] does the network work) and writes one result
+//! batch per flush through the [`writer`], which hands it to the raft leader. Every node
+//! applies the committed log to the cluster state machine (`consentry_cluster::state`),
+//! which decides incidents. The [`leader`] alone commits ticks and delivers notification
+//! intents ([`webhook`]). The [`api`] serves the applied state, the [`dashboard`](api) and
+//! `/metrics`, and accepts catalog writes. [`server`] is the composition root that wires
+//! these with the real socket, clock and stores; [`cli`] and [`demo`] drive it.
+
+pub mod api;
+pub mod checks_file;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod demo_target;
+pub mod duration;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod poller;
+pub mod position;
+pub mod probe;
+pub mod schedule;
+pub mod server;
+pub mod views;
+pub mod webhook;
+pub mod writer;

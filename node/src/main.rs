@@ -1,1 +1,5 @@
-fn main(){}
+//! The `consentry` binary.
+
+fn main() -> std::process::ExitCode {
+    consentry_node::cli::main()
+}

@@ -35,7 +35,7 @@ pub struct StatusRange {
 
 /// What a check probes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ProbeSpec {
     Tcp {
         host: String,
@@ -85,7 +85,7 @@ pub struct CheckSpec {
 
 /// Where a notification goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum NotifierKind {
     Webhook { url: String },
 }

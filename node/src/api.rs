@@ -1,0 +1,200 @@
+//! The HTTP API (`/api/v1/...`), health endpoints, `/metrics`, and the dashboard at `/`.
+//!
+//! Reads are served from the local applied state; writes need the bearer token and go
+//! through raft (forwarded to the leader from any node).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use consentry_cluster::command::Command;
+use consentry_cluster::state::ClusterState;
+use consentry_cluster::types::Raft;
+use consentry_storage::StateReader;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::checks_file::{self, CHECKS_FILE_BYTES_MAX};
+use crate::demo_target::DemoTarget;
+use crate::error::WriteError;
+use crate::metrics;
+use crate::views;
+use crate::writer::Writer;
+
+/// Incidents returned by one read.
+pub const INCIDENTS_PAGE_MAX: usize = 1_000;
+
+pub struct ApiState {
+    pub node_id: u64,
+    pub site: String,
+    pub raft: Raft,
+    pub state: StateReader<ClusterState>,
+    pub writer: Writer,
+    pub token: String,
+    pub metrics: Option<PrometheusHandle>,
+    /// Set by `consentry demo`: lets the dashboard break and heal the demo target.
+    pub demo: Option<DemoTarget>,
+}
+
+pub fn router(s: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/checks", get(checks).put(apply_checks).post(apply_checks))
+        .route("/api/v1/demo", get(demo_state))
+        .route("/api/v1/demo/break", post(demo_break))
+        .route("/api/v1/demo/heal", post(demo_heal))
+        .layer(DefaultBodyLimit::max(CHECKS_FILE_BYTES_MAX))
+        .with_state(s)
+}
+
+/// A JSON error with a stable code.
+fn error(status: StatusCode, code: &str, message: impl Into<String>, details: serde_json::Value) -> Response {
+    let body = json!({ "error": { "code": code, "message": message.into(), "details": details } });
+    (status, Json(body)).into_response()
+}
+
+fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(given) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), s.token.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
+    let leader = s.raft.metrics().borrow().current_leader;
+    match leader {
+        Some(id) => (StatusCode::OK, format!("ready: leader is node {id}\n")).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known\n").into_response(),
+    }
+}
+
+async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
+    let Some(handle) = &s.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response();
+    };
+    {
+        let m = s.raft.metrics().borrow().clone();
+        #[allow(clippy::cast_precision_loss)]
+        {
+            ::metrics::gauge!(metrics::RAFT_TERM).set(m.current_term as f64);
+            ::metrics::gauge!(metrics::RAFT_LAST_LOG_INDEX).set(m.last_log_index.unwrap_or(0) as f64);
+            ::metrics::gauge!(metrics::RAFT_APPLIED_INDEX).set(m.last_applied.map_or(0, |l| l.index) as f64);
+            ::metrics::gauge!(metrics::RAFT_IS_LEADER).set(if m.current_leader == Some(s.node_id) { 1.0 } else { 0.0 });
+            let (checks, open) = s.state.read(|st| (st.catalog.checks.len(), st.open_incidents().count()));
+            ::metrics::gauge!(metrics::CHECKS).set(checks as f64);
+            ::metrics::gauge!(metrics::INCIDENTS_OPEN).set(open as f64);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(s): State<Arc<ApiState>>) -> Response {
+    Json(s.state.read(views::status)).into_response()
+}
+
+#[derive(Deserialize)]
+struct IncidentsQuery {
+    #[serde(default)]
+    open: bool,
+    limit: Option<usize>,
+}
+
+async fn incidents(State(s): State<Arc<ApiState>>, Query(q): Query<IncidentsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(INCIDENTS_PAGE_MAX).min(INCIDENTS_PAGE_MAX);
+    let body = s.state.read(|st| serde_json::to_value(views::incidents(st, q.open, limit)));
+    match body {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string(), json!(null)),
+    }
+}
+
+async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
+    Json(views::cluster(&s.raft, s.node_id, &s.site)).into_response()
+}
+
+async fn checks(State(s): State<Arc<ApiState>>) -> Response {
+    let body = s.state.read(|st| json!({ "catalog_index": st.catalog_index, "checks": st.catalog.checks, "notifiers": st.catalog.notifiers }));
+    Json(body).into_response()
+}
+
+async fn apply_checks(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&s, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required (Authorization: Bearer <contents of api.token>)",
+            json!(null),
+        );
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_config", "the checks file is not UTF-8", json!([]));
+    };
+    let catalog = match checks_file::parse(text) {
+        Ok(c) => c,
+        Err(problems) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                format!("{} problem(s) in the checks file; nothing was changed", problems.len()),
+                json!(problems),
+            )
+        }
+    };
+    let (checks, notifiers) = (catalog.checks.len(), catalog.notifiers.len());
+    match s.writer.write(Command::ApplyCatalog(catalog)).await {
+        Ok(_) => Json(json!({ "applied": true, "checks": checks, "notifiers": notifiers })).into_response(),
+        Err(WriteError::Rejected(why)) => error(StatusCode::BAD_REQUEST, "rejected", why, json!(null)),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", e.to_string(), json!(null)),
+    }
+}
+
+async fn demo_state(State(s): State<Arc<ApiState>>) -> Response {
+    match &s.demo {
+        Some(d) => Json(json!({ "target": d.url(), "broken": d.is_broken() })).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_demo", "this node is not running `consentry demo`", json!(null)),
+    }
+}
+
+async fn demo_break(State(s): State<Arc<ApiState>>) -> Response {
+    demo_set(&s, true)
+}
+
+async fn demo_heal(State(s): State<Arc<ApiState>>) -> Response {
+    demo_set(&s, false)
+}
+
+fn demo_set(s: &ApiState, broken: bool) -> Response {
+    match &s.demo {
+        Some(d) => {
+            d.set_broken(broken);
+            Json(json!({ "target": d.url(), "broken": broken })).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "not_demo", "this node is not running `consentry demo`", json!(null)),
+    }
+}

@@ -1,0 +1,541 @@
+//! `checks.toml`: checks, notifiers (and later runbooks), parsed once into a validated
+//! [`Catalog`]. Every error carries the line and column it refers to.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use consentry_cluster::model::{
+    Catalog, CheckSpec, Confirm, Latency, NotifierKind, NotifierSpec, ProbeSpec, Recover,
+    StatusRange,
+};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::duration::parse_ms;
+use crate::position::Position;
+
+/// Largest checks file accepted (a bound on what `apply` will parse).
+pub const CHECKS_FILE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Checks in one catalog.
+pub const CHECKS_MAX: usize = 20_000;
+/// Longest check or notifier name.
+pub const NAME_BYTES_MAX: usize = 128;
+
+/// Defaults when neither the check nor `[defaults]` says (see docs/checks.md).
+pub const DEFAULT_INTERVAL_MS: u64 = 60_000;
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_CONFIRM_ROUNDS: u32 = 2;
+pub const DEFAULT_RECOVER_ROUNDS: u32 = 2;
+pub const INTERVAL_MS_MIN: u64 = 1_000;
+
+/// Seed 000's thresholds: HTTP(S) WARNING over 5 s, CRITICAL over 10 s; a plain port
+/// WARNING from 6 s, CRITICAL from 11 s.
+fn default_latency(kind: &str) -> Latency {
+    match kind {
+        "http" | "https" => Latency {
+            warn_ms: Some(5_000),
+            crit_ms: Some(10_000),
+        },
+        _ => Latency {
+            warn_ms: Some(6_000),
+            crit_ms: Some(11_000),
+        },
+    }
+}
+
+/// One validation problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    check: Vec<Spanned<RawCheck>>,
+    #[serde(default)]
+    notifier: Vec<Spanned<RawNotifier>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    confirm: Option<Spanned<RawConfirm>>,
+    recover: Option<Spanned<RawRecover>>,
+    notify: Option<Vec<Spanned<String>>>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawConfirm {
+    sites: Option<i64>,
+    rounds: Option<i64>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawRecover {
+    rounds: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    url: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    expect_status: Option<Spanned<String>>,
+    body_contains: Option<String>,
+    tls_verify: Option<bool>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    latency_warning: Option<Spanned<String>>,
+    latency_critical: Option<Spanned<String>>,
+    confirm: Option<Spanned<RawConfirm>>,
+    recover: Option<Spanned<RawRecover>>,
+    notify: Option<Vec<Spanned<String>>>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifier {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    url: Option<Spanned<String>>,
+}
+
+/// Collects problems while resolving one file.
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let p = Position::of_span(self.text, span);
+        self.problems.push(Problem {
+            line: p.line,
+            column: p.column,
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &Spanned<String>, what: &str) -> Option<u64> {
+        match parse_ms(v.get_ref()) {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                self.at(v.span(), format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn rounds(&mut self, v: Option<i64>, span: std::ops::Range<usize>, what: &str) -> Option<u32> {
+        let n = v?;
+        if (1..=100).contains(&n) {
+            return u32::try_from(n).ok();
+        }
+        self.at(span, format!("{what} must be between 1 and 100, got {n}"));
+        None
+    }
+
+    fn name(&mut self, v: &Spanned<String>, what: &str) -> bool {
+        let s = v.get_ref();
+        let ok = !s.is_empty()
+            && s.len() <= NAME_BYTES_MAX
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            self.at(
+                v.span(),
+                format!("{what} {s:?}: use 1 to {NAME_BYTES_MAX} characters from a-z, A-Z, 0-9, '-', '_', '.'"),
+            );
+        }
+        ok
+    }
+}
+
+/// Parses and validates a checks file.
+///
+/// # Errors
+/// Every problem found, each with a line and column.
+pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
+    if text.len() > CHECKS_FILE_BYTES_MAX {
+        return Err(vec![Problem {
+            line: 0,
+            column: 0,
+            message: format!("file is {} bytes; the limit is {CHECKS_FILE_BYTES_MAX}", text.len()),
+        }]);
+    }
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let (p, message) = Position::of_toml_error(text, &e);
+        vec![Problem {
+            line: p.line,
+            column: p.column,
+            message,
+        }]
+    })?;
+    let mut ck = Checker {
+        text,
+        problems: Vec::new(),
+    };
+    let defaults = raw.defaults.unwrap_or_default();
+    let d_interval = defaults
+        .interval
+        .as_ref()
+        .and_then(|v| ck.duration(v, "interval"))
+        .unwrap_or(DEFAULT_INTERVAL_MS);
+    let d_timeout = defaults
+        .timeout
+        .as_ref()
+        .and_then(|v| ck.duration(v, "timeout"))
+        .unwrap_or(DEFAULT_TIMEOUT_MS);
+    let d_confirm_sites = defaults.confirm.as_ref().and_then(|c| {
+        let span = c.span();
+        ck.rounds(c.get_ref().sites, span, "confirm.sites")
+    });
+    let d_confirm_rounds = defaults
+        .confirm
+        .as_ref()
+        .and_then(|c| {
+            let span = c.span();
+            ck.rounds(c.get_ref().rounds, span, "confirm.rounds")
+        })
+        .unwrap_or(DEFAULT_CONFIRM_ROUNDS);
+    let d_recover_rounds = defaults
+        .recover
+        .as_ref()
+        .and_then(|c| {
+            let span = c.span();
+            ck.rounds(c.get_ref().rounds, span, "recover.rounds")
+        })
+        .unwrap_or(DEFAULT_RECOVER_ROUNDS);
+    let d_notify = defaults.notify.clone().unwrap_or_default();
+    let d_labels = defaults.labels.clone().unwrap_or_default();
+
+    // Notifiers first, so checks can be checked against them.
+    let mut notifiers = Vec::new();
+    let mut notifier_names = BTreeSet::new();
+    for n in &raw.notifier {
+        let span = n.span();
+        let n = n.get_ref();
+        if ck.name(&n.name, "notifier name") && !notifier_names.insert(n.name.get_ref().clone()) {
+            ck.at(n.name.span(), format!("notifier {:?} is defined twice", n.name.get_ref()));
+        }
+        match n.kind.get_ref().as_str() {
+            "webhook" => match &n.url {
+                Some(url) if valid_http_url(url.get_ref()) => notifiers.push(NotifierSpec {
+                    name: n.name.get_ref().clone(),
+                    kind: NotifierKind::Webhook {
+                        url: url.get_ref().clone(),
+                    },
+                }),
+                Some(url) => ck.at(url.span(), format!("url {:?} must start with http:// or https://", url.get_ref())),
+                None => ck.at(span, "a webhook notifier needs url = \"http://...\""),
+            },
+            other => ck.at(
+                n.kind.span(),
+                format!("unknown notifier kind {other:?}; supported: webhook (slack, email, alertmanager and exec arrive later)"),
+            ),
+        }
+    }
+
+    let mut checks = Vec::new();
+    let mut check_names = BTreeSet::new();
+    if raw.check.len() > CHECKS_MAX {
+        ck.at(0..0, format!("{} checks; the limit is {CHECKS_MAX}", raw.check.len()));
+    }
+    for c in &raw.check {
+        let span = c.span();
+        let c = c.get_ref();
+        if ck.name(&c.name, "check name") && !check_names.insert(c.name.get_ref().clone()) {
+            ck.at(c.name.span(), format!("check {:?} is defined twice", c.name.get_ref()));
+        }
+        let kind = c.kind.get_ref().as_str();
+        let probe = match kind {
+            "tcp" => {
+                let host = match &c.host {
+                    Some(h) if !h.get_ref().trim().is_empty() => Some(h.get_ref().clone()),
+                    Some(h) => {
+                        ck.at(h.span(), "host must not be empty");
+                        None
+                    }
+                    None => {
+                        ck.at(span.clone(), "a tcp check needs host = \"...\"");
+                        None
+                    }
+                };
+                let port = match &c.port {
+                    Some(p) => match u16::try_from(*p.get_ref()) {
+                        Ok(port) if port > 0 => Some(port),
+                        _ => {
+                            ck.at(p.span(), format!("port must be 1-65535, got {}", p.get_ref()));
+                            None
+                        }
+                    },
+                    None => {
+                        ck.at(span.clone(), "a tcp check needs port = N");
+                        None
+                    }
+                };
+                host.zip(port).map(|(host, port)| ProbeSpec::Tcp { host, port })
+            }
+            "http" | "https" => {
+                let url = match &c.url {
+                    Some(u) if valid_http_url(u.get_ref()) => Some(u.get_ref().clone()),
+                    Some(u) => {
+                        ck.at(u.span(), format!("url {:?} must start with http:// or https://", u.get_ref()));
+                        None
+                    }
+                    None => {
+                        ck.at(span.clone(), format!("a {kind} check needs url = \"http://...\""));
+                        None
+                    }
+                };
+                let method = match &c.method {
+                    None => Some("GET".to_string()),
+                    Some(m) => match m.get_ref().to_ascii_uppercase().as_str() {
+                        "GET" => Some("GET".into()),
+                        "HEAD" => Some("HEAD".into()),
+                        _ => {
+                            ck.at(m.span(), format!("method {:?}: use GET or HEAD", m.get_ref()));
+                            None
+                        }
+                    },
+                };
+                let expect = match &c.expect_status {
+                    None => Some(vec![StatusRange { lo: 200, hi: 399 }]),
+                    Some(s) => match parse_status_ranges(s.get_ref()) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            ck.at(s.span(), e);
+                            None
+                        }
+                    },
+                };
+                match (url, method, expect) {
+                    (Some(url), Some(method), Some(expect_status)) => Some(ProbeSpec::Http {
+                        url,
+                        method,
+                        expect_status,
+                        body_contains: c.body_contains.clone(),
+                        tls_verify: c.tls_verify.unwrap_or(true),
+                    }),
+                    _ => None,
+                }
+            }
+            other => {
+                ck.at(
+                    c.kind.span(),
+                    format!("unknown check kind {other:?}; supported now: tcp, http, https"),
+                );
+                None
+            }
+        };
+        let interval_ms = c.interval.as_ref().and_then(|v| ck.duration(v, "interval")).unwrap_or(d_interval);
+        if interval_ms < INTERVAL_MS_MIN {
+            let s = c.interval.as_ref().map_or(0..0, |v| v.span());
+            ck.at(s, format!("interval must be at least {INTERVAL_MS_MIN} ms"));
+        }
+        let timeout_ms = c.timeout.as_ref().and_then(|v| ck.duration(v, "timeout")).unwrap_or(d_timeout);
+        if timeout_ms == 0 || timeout_ms > interval_ms {
+            let s = c.timeout.as_ref().map_or(span.clone(), |v| v.span());
+            ck.at(
+                s,
+                format!("timeout ({timeout_ms} ms) must be more than 0 and at most the interval ({interval_ms} ms)"),
+            );
+        }
+        let mut latency = default_latency(kind);
+        if let Some(v) = &c.latency_warning {
+            latency.warn_ms = ck.duration(v, "latency_warning");
+        }
+        if let Some(v) = &c.latency_critical {
+            latency.crit_ms = ck.duration(v, "latency_critical");
+        }
+        let confirm_sites = c
+            .confirm
+            .as_ref()
+            .and_then(|v| {
+                let s = v.span();
+                ck.rounds(v.get_ref().sites, s, "confirm.sites")
+            })
+            .or(d_confirm_sites);
+        let confirm_rounds = c
+            .confirm
+            .as_ref()
+            .and_then(|v| {
+                let s = v.span();
+                ck.rounds(v.get_ref().rounds, s, "confirm.rounds")
+            })
+            .unwrap_or(d_confirm_rounds);
+        let recover_rounds = c
+            .recover
+            .as_ref()
+            .and_then(|v| {
+                let s = v.span();
+                ck.rounds(v.get_ref().rounds, s, "recover.rounds")
+            })
+            .unwrap_or(d_recover_rounds);
+        let notify = c.notify.clone().unwrap_or_else(|| d_notify.clone());
+        for n in &notify {
+            if !notifier_names.contains(n.get_ref()) {
+                ck.at(n.span(), format!("notify names {:?}, which no [[notifier]] defines", n.get_ref()));
+            }
+        }
+        let mut labels = d_labels.clone();
+        labels.extend(c.labels.clone().unwrap_or_default());
+        if let Some(probe) = probe {
+            checks.push(CheckSpec {
+                name: c.name.get_ref().clone(),
+                probe,
+                interval_ms,
+                timeout_ms,
+                latency,
+                confirm: Confirm {
+                    sites: confirm_sites,
+                    rounds: confirm_rounds,
+                },
+                recover: Recover { rounds: recover_rounds },
+                notify: notify.into_iter().map(Spanned::into_inner).collect(),
+                labels,
+            });
+        }
+    }
+    if ck.problems.is_empty() {
+        Ok(Catalog { checks, notifiers })
+    } else {
+        ck.problems.sort_by_key(|p| (p.line, p.column));
+        Err(ck.problems)
+    }
+}
+
+fn valid_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() && !s.contains(char::is_whitespace)
+}
+
+/// Parses `"200-399"`, `"200,301-302"`.
+fn parse_status_ranges(s: &str) -> Result<Vec<StatusRange>, String> {
+    let bad = || format!("expect_status {s:?}: use codes and ranges like \"200-399\" or \"200,301-302\"");
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let lo: u16 = lo.parse().map_err(|_| bad())?;
+        let hi: u16 = hi.parse().map_err(|_| bad())?;
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+            return Err(bad());
+        }
+        out.push(StatusRange { lo, hi });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[defaults]
+interval = "10s"
+timeout = "5s"
+confirm = { sites = 2, rounds = 2 }
+recover = { rounds = 2 }
+notify = ["ops"]
+
+[[check]]
+name = "web1-http"
+kind = "http"
+url = "http://192.0.2.10/"
+expect_status = "200-399"
+
+[[check]]
+name = "web1-ssh"
+kind = "tcp"
+host = "192.0.2.10"
+port = 22
+
+[[notifier]]
+name = "ops"
+kind = "webhook"
+url = "http://127.0.0.1:9000/hook"
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.checks.len(), 2);
+        let web = &c.checks[0];
+        assert_eq!(web.interval_ms, 10_000);
+        assert_eq!(web.timeout_ms, 5_000);
+        assert_eq!(web.confirm, Confirm { sites: Some(2), rounds: 2 });
+        assert_eq!(web.latency, Latency { warn_ms: Some(5_000), crit_ms: Some(10_000) });
+        assert_eq!(web.notify, vec!["ops".to_string()]);
+        assert_eq!(c.checks[1].latency.crit_ms, Some(11_000));
+    }
+
+    #[test]
+    fn every_error_has_a_position() {
+        let bad = r#"
+[[check]]
+name = "a"
+kind = "http"
+interval = "ten seconds"
+
+[[check]]
+name = "b"
+kind = "gopher"
+
+[[check]]
+name = "a"
+kind = "tcp"
+host = "x"
+port = 70000
+notify = ["nobody"]
+"#;
+        let errs = parse(bad).unwrap_err();
+        let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+        assert!(errs.iter().all(|e| e.line > 0 && e.column > 0), "{errs:?}");
+        assert!(lines.contains(&5), "interval: {errs:?}");
+        assert!(lines.contains(&9), "kind: {errs:?}");
+        assert!(lines.contains(&12), "duplicate name: {errs:?}");
+        assert!(lines.contains(&15), "port: {errs:?}");
+        assert!(lines.contains(&16), "notify: {errs:?}");
+        assert!(errs.iter().any(|e| e.message.contains("needs url")), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_key_is_a_syntax_error_with_position() {
+        let errs = parse("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhots = \"x\"\n").unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, 4, "{errs:?}");
+        assert!(errs[0].message.contains("hots"), "{errs:?}");
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_ranges("200").unwrap(), vec![StatusRange { lo: 200, hi: 200 }]);
+        assert_eq!(parse_status_ranges("200-299, 301").unwrap().len(), 2);
+        for bad in ["", "abc", "300-200", "99", "200-600"] {
+            assert!(parse_status_ranges(bad).is_err(), "{bad}");
+        }
+    }
+}

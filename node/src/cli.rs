@@ -1,0 +1,367 @@
+//! The `consentry` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::checks_file;
+use crate::client::ApiClient;
+use crate::clock::SystemClock;
+use crate::config::NodeConfig;
+use crate::server::{self, Seams};
+
+#[derive(Parser)]
+#[command(name = "consentry", version, about = "Multi-site monitoring that alerts only when the sites agree.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a 3-node demo cluster on loopback (site-a, site-b, witness site-c) with a target
+    /// you can break, and the dashboard.
+    Demo(crate::demo::DemoArgs),
+    /// Run one node.
+    Run {
+        /// The node's configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Certificates for the cluster.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Check a checks file offline; print every problem with its line and column.
+    Validate {
+        #[arg(long = "file", short = 'f')]
+        file: PathBuf,
+    },
+    /// Replace the cluster's checks and notifiers with those in a file (replicated).
+    Apply {
+        #[arg(long = "file", short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Each check's agreed verdict and every site's latest result.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Incidents, newest first.
+    Incidents {
+        /// Only open incidents.
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Read and operate the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a CA, one certificate per node (and agent), and the API token.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node ids, comma separated (e.g. 1,2,3).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
+        /// Agent names, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Members, their sites and roles, the leader and the term.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The node API to talk to.
+    #[arg(long, env = "CONSENTRY_API", default_value = "http://127.0.0.1:7480")]
+    pub api: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Read the API token from this file (otherwise env CONSENTRY_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        let token = match &self.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading token file {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("CONSENTRY_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+        };
+        ApiClient::new(&self.api, token)
+    }
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,quinn=warn,sled=warn,quinn_proto=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Installs the process's one crypto provider (ring) for rustls users that need a default.
+pub fn install_crypto_provider() {
+    // Err means one is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Installs the Prometheus recorder for this process.
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => {
+            crate::metrics::describe();
+            Some(h)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics will answer 404");
+            None
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    install_crypto_provider();
+    match cli.command {
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Run { config } => {
+            let cfg = NodeConfig::load(&config)?;
+            let seams = Seams {
+                clock: SystemClock::new(),
+                metrics: install_metrics(),
+                demo: None,
+            };
+            let mut node = server::start(&cfg, seams).await?;
+            tokio::select! {
+                _ = shutdown_signal() => tracing::info!("signal received; shutting down"),
+                _ = node.wait() => tracing::warn!("a node task ended; shutting down"),
+            }
+            node.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(CertsCommand::Init { dir, nodes, agents }) => {
+            consentry_cluster::tls::generate(&dir, &nodes, &agents)?;
+            println!("wrote CA, {} node certificate(s), {} agent certificate(s) and api.token to {}", nodes.len(), agents.len(), dir.display());
+            println!("keep ca.key offline; copy ca.pem, node-N.pem, node-N.key and api.token to node N");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            match checks_file::parse(&text) {
+                Ok(c) => {
+                    println!("{}: OK ({} checks, {} notifiers)", file.display(), c.checks.len(), c.notifiers.len());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        eprintln!("{}:{}:{}: {}", file.display(), p.line, p.column, p.message);
+                    }
+                    eprintln!("{}: {} problem(s)", file.display(), problems.len());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Apply { file, api } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            // Validate locally first so errors name this file.
+            if let Err(problems) = checks_file::parse(&text) {
+                for p in &problems {
+                    eprintln!("{}:{}:{}: {}", file.display(), p.line, p.column, p.message);
+                }
+                eprintln!("{}: {} problem(s); nothing was applied", file.display(), problems.len());
+                return Ok(ExitCode::FAILURE);
+            }
+            let v = api.client()?.put("/api/v1/checks", text).await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("applied {} checks and {} notifiers", v["checks"], v["notifiers"]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { api } => {
+            let v = api.client()?.get("/api/v1/status").await?;
+            print_or(&api, &v, print_status)
+        }
+        Command::Incidents { open, api } => {
+            let path = if open { "/api/v1/incidents?open=true" } else { "/api/v1/incidents" };
+            let v = api.client()?.get(path).await?;
+            print_or(&api, &v, print_incidents)
+        }
+        Command::Cluster(ClusterCommand::Status { api }) => {
+            let v = api.client()?.get("/api/v1/cluster").await?;
+            print_or(&api, &v, print_cluster)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_or(api: &ApiArgs, v: &Value, table: fn(&Value)) -> anyhow::Result<ExitCode> {
+    if api.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        table(v);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows with columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn print_status(v: &Value) {
+    let sites: Vec<String> = v["probing_sites"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+    let mut header = vec!["CHECK", "KIND", "VERDICT", "INCIDENT"];
+    header.extend(sites.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = v["checks"]
+        .as_array()
+        .map(|checks| {
+            checks
+                .iter()
+                .map(|c| {
+                    let mut row = vec![s(&c["name"]), s(&c["kind"]), s(&c["verdict"]), s(&c["incident"])];
+                    for site in &sites {
+                        let cell = c["sites"]
+                            .as_array()
+                            .and_then(|a| a.iter().find(|x| x["site"] == site.as_str()))
+                            .map(|x| {
+                                let mut cell = format!("{} {}ms", s(&x["status"]), s(&x["latency_ms"]));
+                                if x["reason"] != "none" {
+                                    cell.push_str(&format!(" {}", s(&x["reason"])));
+                                }
+                                if x["path_suspect"] == true {
+                                    cell.push_str(" (path suspect)");
+                                }
+                                if x["fresh"] == false {
+                                    cell.push_str(" (stale)");
+                                }
+                                cell
+                            })
+                            .unwrap_or_else(|| "-".into());
+                        row.push(cell);
+                    }
+                    row
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&header, &rows);
+}
+
+fn print_incidents(v: &Value) {
+    let rows: Vec<Vec<String>> = v["incidents"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    let sites: Vec<String> = i["opened_by"].as_array().map(|e| e.iter().map(|x| s(&x["site"])).collect()).unwrap_or_default();
+                    let unconfirmed = i["unconfirmed"].as_array().map(|u| format!(" unconfirmed: {} of {} sites", s(&u[0]), s(&u[1]))).unwrap_or_default();
+                    vec![s(&i["id"]), s(&i["check"]), s(&i["state"]), s(&i["severity"]), format!("{}{unconfirmed}", sites.join(","))]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["ID", "CHECK", "STATE", "SEVERITY", "SITES"], &rows);
+}
+
+fn print_cluster(v: &Value) {
+    println!("node {} ({}) is {}; leader: {}; term {}; last log {}; applied {}", s(&v["node_id"]), s(&v["site"]), s(&v["role"]), s(&v["leader"]), s(&v["term"]), s(&v["last_log_index"]), s(&v["applied_index"]));
+    let rows: Vec<Vec<String>> = v["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    let role = if m["leader"] == true { format!("{} (leader)", s(&m["role"])) } else { s(&m["role"]) };
+                    vec![s(&m["id"]), s(&m["site"]), role, if m["probe"] == true { "yes".into() } else { "no (witness)".into() }, s(&m["addr"]), s(&m["lag"])]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["ID", "SITE", "ROLE", "PROBES", "RAFT ADDR", "LAG"], &rows);
+}

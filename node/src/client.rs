@@ -1,0 +1,112 @@
+//! The CLI's HTTP client for a node's API.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+/// Timeout for one API call from the CLI.
+pub const CLI_REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// Largest API response the CLI reads.
+pub const CLI_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_millis(CLI_REQUEST_TIMEOUT_MS))
+            .build()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    /// GETs a JSON document.
+    ///
+    /// # Errors
+    /// When the node is unreachable or answers with an error.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the consentry API at {} (set --api or CONSENTRY_API)", self.base))?;
+        Self::json(resp).await
+    }
+
+    /// PUTs a body with the bearer token.
+    ///
+    /// # Errors
+    /// When there is no token, the node is unreachable, or it answers with an error; the
+    /// error carries the API's JSON error document.
+    pub async fn put(&self, path: &str, body: String) -> anyhow::Result<Value> {
+        let Some(token) = &self.token else {
+            bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");
+        };
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .put(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/toml")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the consentry API at {} (set --api or CONSENTRY_API)", self.base))?;
+        Self::json(resp).await
+    }
+
+    async fn json(mut resp: reqwest::Response) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if body.len() + chunk.len() > CLI_RESPONSE_BYTES_MAX {
+                bail!("response larger than {CLI_RESPONSE_BYTES_MAX} bytes");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        if status.is_success() {
+            return Ok(value);
+        }
+        Err(ApiError { status: status.as_u16(), body: value }.into())
+    }
+}
+
+/// An error answer from the API, kept whole so the CLI can print its details.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.body["error"];
+        let msg = e["message"].as_str().unwrap_or("");
+        let code = e["code"].as_str().unwrap_or("error");
+        write!(f, "HTTP {}: {code}: {msg}", self.status)?;
+        if let Some(details) = e["details"].as_array() {
+            for d in details {
+                if let (Some(l), Some(c), Some(m)) = (d["line"].as_u64(), d["column"].as_u64(), d["message"].as_str()) {
+                    write!(f, "\n  {l}:{c}: {m}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}

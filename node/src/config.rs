@@ -1,0 +1,264 @@
+//! `node.toml`: what one node is (identity, site, addresses, certificates, members).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::position::Position;
+
+/// A parsed and validated node configuration. Relative paths are resolved against the
+/// directory of the file they came from.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub site: String,
+    pub data_dir: PathBuf,
+    pub listen_raft: SocketAddr,
+    pub listen_api: SocketAddr,
+    pub probe: bool,
+    pub probe_source_ip: Option<IpAddr>,
+    pub tls: TlsPaths,
+    pub token_file: PathBuf,
+    pub initial_members: Vec<Member>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One `[[initial_member]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub site: String,
+    pub addr: String,
+    pub probe: bool,
+    pub api: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    node_id: u64,
+    site: String,
+    data_dir: PathBuf,
+    listen_raft: String,
+    listen_api: String,
+    #[serde(default = "yes")]
+    probe: bool,
+    probe_source_ip: Option<String>,
+    tls: RawTls,
+    api: RawApi,
+    #[serde(default)]
+    initial_member: Vec<RawMember>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    token_file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    id: u64,
+    site: String,
+    addr: String,
+    #[serde(default = "yes")]
+    probe: bool,
+    #[serde(default)]
+    api: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl NodeConfig {
+    /// Reads and validates `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML, has unknown keys, or a value is out of
+    /// range; the error names the file, line and column.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|errors| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            errors,
+        })
+    }
+
+    /// Parses `text`, resolving relative paths against `base`.
+    ///
+    /// # Errors
+    /// Every problem found, with its position.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, Vec<(Position, String)>> {
+        let raw: RawNode = toml::from_str(text).map_err(|e| vec![Position::of_toml_error(text, &e)])?;
+        let mut errors = Vec::new();
+        let whole = Position::default();
+        let listen_raft = raw.listen_raft.parse::<SocketAddr>().map_err(|e| {
+            errors.push((whole, format!("listen_raft {:?}: {e} (expected IP:PORT)", raw.listen_raft)))
+        });
+        let listen_api = raw.listen_api.parse::<SocketAddr>().map_err(|e| {
+            errors.push((whole, format!("listen_api {:?}: {e} (expected IP:PORT)", raw.listen_api)))
+        });
+        let probe_source_ip = match &raw.probe_source_ip {
+            None => None,
+            Some(s) => match s.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(e) => {
+                    errors.push((whole, format!("probe_source_ip {s:?}: {e}")));
+                    None
+                }
+            },
+        };
+        if raw.site.trim().is_empty() {
+            errors.push((whole, "site must not be empty".into()));
+        }
+        if raw.initial_member.is_empty() {
+            errors.push((whole, "at least one [[initial_member]] is required (include this node)".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &raw.initial_member {
+            if !seen.insert(m.id) {
+                errors.push((whole, format!("initial_member id {} appears twice", m.id)));
+            }
+            if m.addr.parse::<SocketAddr>().is_err() {
+                errors.push((whole, format!("initial_member {} addr {:?} is not IP:PORT", m.id, m.addr)));
+            }
+        }
+        if !raw.initial_member.is_empty() && !seen.contains(&raw.node_id) {
+            errors.push((whole, format!("node_id {} is not among the initial_member ids", raw.node_id)));
+        }
+        let (Ok(listen_raft), Ok(listen_api)) = (listen_raft, listen_api) else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        Ok(NodeConfig {
+            node_id: raw.node_id,
+            site: raw.site,
+            data_dir: abs(raw.data_dir),
+            listen_raft,
+            listen_api,
+            probe: raw.probe,
+            probe_source_ip,
+            tls: TlsPaths {
+                ca: abs(raw.tls.ca),
+                cert: abs(raw.tls.cert),
+                key: abs(raw.tls.key),
+            },
+            token_file: abs(raw.api.token_file),
+            initial_members: raw
+                .initial_member
+                .into_iter()
+                .map(|m| Member {
+                    id: m.id,
+                    site: m.site,
+                    addr: m.addr,
+                    probe: m.probe,
+                    api: m.api,
+                })
+                .collect(),
+        })
+    }
+
+    /// A one-node configuration in `dir`, for tests.
+    pub fn for_test(dir: &Path) -> Self {
+        NodeConfig {
+            node_id: 1,
+            site: "site-a".into(),
+            data_dir: dir.join("data"),
+            listen_raft: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen_api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe: true,
+            probe_source_ip: None,
+            tls: TlsPaths {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("node-1.pem"),
+                key: dir.join("node-1.key"),
+            },
+            token_file: dir.join("api.token"),
+            initial_members: vec![Member {
+                id: 1,
+                site: "site-a".into(),
+                addr: "127.0.0.1:0".into(),
+                probe: true,
+                api: String::new(),
+            }],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 1
+site = "site-a"
+data_dir = "data"
+listen_raft = "127.0.0.1:7401"
+listen_api = "127.0.0.1:7481"
+probe_source_ip = "127.0.0.1"
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/node-1.pem"
+key = "certs/node-1.key"
+[api]
+token_file = "certs/api.token"
+[[initial_member]]
+id = 1
+site = "site-a"
+addr = "127.0.0.1:7401"
+[[initial_member]]
+id = 3
+site = "site-c"
+addr = "127.0.0.1:7403"
+probe = false
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = NodeConfig::parse(GOOD, Path::new("/etc/consentry")).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.data_dir, PathBuf::from("/etc/consentry/data"));
+        assert_eq!(c.tls.ca, PathBuf::from("/etc/consentry/certs/ca.pem"));
+        assert!(!c.initial_members[1].probe);
+    }
+
+    #[test]
+    fn unknown_key_has_a_position() {
+        let bad = GOOD.replace("site = \"site-a\"\ndata_dir", "site = \"site-a\"\ncolour = 1\ndata_dir");
+        let errs = NodeConfig::parse(&bad, Path::new("/")).unwrap_err();
+        assert_eq!(errs[0].0.line, 4, "{errs:?}");
+        assert!(errs[0].1.contains("colour"), "{errs:?}");
+    }
+
+    #[test]
+    fn self_must_be_a_member() {
+        let bad = GOOD.replace("node_id = 1", "node_id = 7");
+        let errs = NodeConfig::parse(&bad, Path::new("/")).unwrap_err();
+        assert!(errs.iter().any(|e| e.1.contains("node_id 7")), "{errs:?}");
+    }
+}

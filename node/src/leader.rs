@@ -1,0 +1,204 @@
+//! What only the raft leader does: commit ticks and deliver notification intents.
+//!
+//! Intents and their outcomes live in the replicated state. The leader delivers every intent
+//! that has no committed outcome and commits the outcome; a new leader resumes the ones the
+//! old leader did not settle. A delivery that happened just before the old leader died may be
+//! repeated, with the same dedup key, so receivers that dedupe see it once.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use consentry_cluster::command::Command;
+use consentry_cluster::model::{Delivery, NotifierKind, NotifyIntent, NotifyOutcome};
+use consentry_cluster::rule::TICK_MS;
+use consentry_cluster::state::ClusterState;
+use consentry_cluster::types::Raft;
+use consentry_storage::StateReader;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics;
+use crate::webhook::{self, WebhookBody};
+use crate::writer::Writer;
+
+/// Deliveries in flight at once.
+pub const NOTIFY_IN_FLIGHT_MAX: usize = 32;
+/// Attempts per intent before the failure is committed.
+pub const NOTIFY_ATTEMPTS_MAX: u32 = 3;
+/// First retry delay; doubles per attempt.
+pub const NOTIFY_BACKOFF_MS: u64 = 1_000;
+/// How often the executor rescans even without applied changes.
+pub const EFFECTS_SCAN_MS: u64 = 500;
+
+pub struct Leader {
+    pub raft: Raft,
+    pub writer: Writer,
+    pub state: StateReader<ClusterState>,
+    pub http: reqwest::Client,
+    pub self_id: u64,
+}
+
+impl Leader {
+    /// Runs the ticker and the effects executor until `cancel`.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(self.clone().ticker(cancel.clone()));
+        tasks.spawn(self.clone().effects(cancel.clone()));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// The term in which this node leads, if it does.
+    fn leading_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(self.self_id)).then_some(m.current_term)
+    }
+
+    /// Becomes ready to act in `term`: the state machine has applied everything committed by
+    /// earlier leaders, so outcomes they recorded are visible.
+    async fn ready_in(&self, term: u64, ready: &mut Option<u64>) -> bool {
+        if *ready == Some(term) {
+            return true;
+        }
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => {
+                info!(term, "leading: state caught up, resuming ticks and effects");
+                *ready = Some(term);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "leader could not confirm its state is current");
+                false
+            }
+        }
+    }
+
+    async fn ticker(self: Arc<Self>, cancel: CancellationToken) {
+        let mut every = tokio::time::interval(Duration::from_millis(TICK_MS));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ready = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let Some(term) = self.leading_term() else { continue };
+            if !self.ready_in(term, &mut ready).await {
+                continue;
+            }
+            if let Err(e) = self.writer.write(Command::Tick { leader_id: self.self_id }).await {
+                warn!(error = %e, "committing tick failed");
+            }
+        }
+    }
+
+    async fn effects(self: Arc<Self>, cancel: CancellationToken) {
+        let mut applied = self.state.subscribe();
+        let mut in_flight: BTreeSet<u64> = BTreeSet::new();
+        let mut deliveries: JoinSet<u64> = JoinSet::new();
+        let mut ready = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    deliveries.abort_all();
+                    while deliveries.join_next().await.is_some() {}
+                    return;
+                }
+                Some(done) = deliveries.join_next() => {
+                    if let Ok(id) = done {
+                        in_flight.remove(&id);
+                    }
+                    continue;
+                }
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(EFFECTS_SCAN_MS)) => {}
+            }
+            let Some(term) = self.leading_term() else { continue };
+            if !self.ready_in(term, &mut ready).await {
+                continue;
+            }
+            let todo: Vec<(NotifyIntent, Option<String>, Vec<u8>)> = self.state.read(|st| {
+                let pending: Vec<&NotifyIntent> = st.pending_intents().collect();
+                pending
+                    .iter()
+                    .filter(|i| !in_flight.contains(&i.id))
+                    // Deliver in order per incident and channel: firing before resolved.
+                    .filter(|i| {
+                        !pending
+                            .iter()
+                            .any(|o| o.id < i.id && o.incident_id == i.incident_id && o.notifier == i.notifier)
+                    })
+                    .take(NOTIFY_IN_FLIGHT_MAX.saturating_sub(in_flight.len()))
+                    .map(|i| {
+                        let url = st.catalog.notifiers.iter().find(|n| n.name == i.notifier).map(|n| match &n.kind {
+                            NotifierKind::Webhook { url } => url.clone(),
+                        });
+                        let body = st
+                            .incidents
+                            .get(&i.incident_id)
+                            .map(|inc| {
+                                let b = WebhookBody::new(i, inc, st.check(&i.check).map(|c| &c.probe), self.self_id);
+                                serde_json::to_vec(&b).unwrap_or_default()
+                            })
+                            .unwrap_or_default();
+                        ((*i).clone(), url, body)
+                    })
+                    .collect()
+            });
+            for (intent, url, body) in todo {
+                in_flight.insert(intent.id);
+                let me = self.clone();
+                deliveries.spawn(async move {
+                    me.deliver(term, intent.clone(), url, body).await;
+                    intent.id
+                });
+            }
+        }
+    }
+
+    async fn deliver(&self, term: u64, intent: NotifyIntent, url: Option<String>, body: Vec<u8>) {
+        let mut attempts = 0;
+        let result = match url {
+            None => Err(format!("notifier {:?} no longer exists", intent.notifier)),
+            Some(url) if body.is_empty() => Err(format!("incident {} is gone; nothing to send to {url}", intent.incident_id)),
+            Some(url) => {
+                let mut last = Err(String::new());
+                while attempts < NOTIFY_ATTEMPTS_MAX {
+                    if attempts > 0 {
+                        tokio::time::sleep(Duration::from_millis(NOTIFY_BACKOFF_MS << (attempts - 1))).await;
+                    }
+                    attempts += 1;
+                    last = webhook::post_raw(&self.http, &url, &intent.dedup_key, body.clone()).await;
+                    if last.is_ok() {
+                        break;
+                    }
+                    warn!(intent = intent.id, check = %intent.check, attempt = attempts, error = ?last.as_ref().err(), "notification attempt failed");
+                }
+                last
+            }
+        };
+        let delivery = match &result {
+            Ok(()) => {
+                info!(intent = intent.id, check = %intent.check, transition = intent.transition.as_str(), notifier = %intent.notifier, "notification delivered");
+                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "delivered").increment(1);
+                Delivery::Delivered { leader_id: self.self_id, term }
+            }
+            Err(e) => {
+                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "failed").increment(1);
+                Delivery::Failed { leader_id: self.self_id, term, error: e.clone() }
+            }
+        };
+        let outcome = Command::NotifyOutcome(NotifyOutcome {
+            intent_id: intent.id,
+            attempts,
+            delivery,
+        });
+        if let Err(e) = self.writer.write(outcome).await {
+            warn!(intent = intent.id, error = %e, "committing notification outcome failed; the next leader will retry");
+        }
+    }
+}

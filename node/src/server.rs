@@ -1,0 +1,258 @@
+//! The composition root: wires one node from its config and the chosen seams (socket,
+//! prober, clock, stores) and runs it until shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use consentry_cluster::state::ClusterState;
+use consentry_cluster::tls::TlsMaterial;
+use consentry_cluster::transport::{self, QuicNetworkFactory};
+use consentry_cluster::types::{ClusterNode, Raft, TypeConfig};
+use consentry_storage::StateReader;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::api::{self, ApiState};
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::demo_target::DemoTarget;
+use crate::error::StartError;
+use crate::leader::Leader;
+use crate::poller::Poller;
+use crate::probe::Prober;
+use crate::writer::Writer;
+
+/// Raft timing: a dead leader is replaced in about two seconds.
+pub const HEARTBEAT_MS: u64 = 250;
+pub const ELECTION_TIMEOUT_MS_MIN: u64 = 1_000;
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 2_000;
+/// Log entries between snapshots; older entries are purged after a snapshot.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
+pub const LOG_ENTRIES_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+/// How long shutdown waits for tasks before aborting them.
+pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
+/// Longest API token accepted from the token file.
+pub const API_TOKEN_BYTES_MAX: usize = 4_096;
+
+/// Seams chosen by the caller.
+pub struct Seams {
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Option<PrometheusHandle>,
+    pub demo: Option<DemoTarget>,
+}
+
+/// A running node.
+pub struct RunningNode {
+    pub node_id: u64,
+    pub api_addr: SocketAddr,
+    pub raft: Raft,
+    pub state: StateReader<ClusterState>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    endpoint: quinn::Endpoint,
+}
+
+impl RunningNode {
+    /// Stops the node: cancels every task, waits up to `SHUTDOWN_GRACE_MS`, stops raft.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), drain).await.is_err() {
+            warn!(node_id = self.node_id, "tasks did not stop in time; aborting them");
+            self.tasks.abort_all();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(node_id = self.node_id, error = %e, "raft shutdown failed");
+        }
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    /// Waits until any task ends (which only happens on failure or shutdown).
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+/// Starts one node.
+///
+/// # Errors
+/// When certificates, token or storage cannot be loaded, the certificate names another node,
+/// or an address cannot be bound. Each error says which file or address to fix.
+pub async fn start(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, StartError> {
+    let span = tracing::info_span!("node", node_id = cfg.node_id, site = %cfg.site);
+    start_inner(cfg, seams).instrument(span).await
+}
+
+async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, StartError> {
+    let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).map_err(|e| StartError::Tls(e.to_string()))?;
+    let cert_id = tls.node_id().map_err(|e| StartError::Tls(e.to_string()))?;
+    if cert_id != cfg.node_id {
+        return Err(StartError::CertIdentity {
+            cert: cfg.tls.cert.clone(),
+            expected: cfg.node_id,
+            found: cert_id,
+        });
+    }
+    let token = read_token(&cfg.token_file)?;
+
+    let raft_dir = cfg.data_dir.join("raft");
+    std::fs::create_dir_all(&raft_dir).map_err(|e| StartError::Storage {
+        path: raft_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let (log_store, sm) = consentry_storage::open_sled::<TypeConfig, ClusterState>(&raft_dir).map_err(|e| StartError::Storage {
+        path: raft_dir.clone(),
+        message: e.to_string(),
+    })?;
+    let state = sm.reader();
+
+    let endpoint = transport::endpoint(cfg.listen_raft, &tls).map_err(|e| StartError::Bind {
+        what: "raft (QUIC/UDP)",
+        addr: cfg.listen_raft,
+        message: e.to_string(),
+    })?;
+
+    let config = openraft::Config {
+        cluster_name: "consentry".into(),
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MS_MIN,
+        election_timeout_max: ELECTION_TIMEOUT_MS_MAX,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        max_in_snapshot_log_to_keep: LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let network = QuicNetworkFactory::new(endpoint.clone(), cfg.node_id);
+    let raft = Raft::new(cfg.node_id, Arc::new(config), network, log_store, sm)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let span = tracing::Span::current();
+    tasks.spawn(transport::serve(endpoint.clone(), Arc::new(raft.clone()), cancel.clone()).instrument(span.clone()));
+
+    initialize(&raft, cfg).await?;
+
+    let writer = Writer::new(raft.clone(), endpoint.clone(), cfg.node_id);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("consentry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| StartError::Raft(format!("building the HTTP client failed: {e}")))?;
+    let leader = Arc::new(Leader {
+        raft: raft.clone(),
+        writer: writer.clone(),
+        state: state.clone(),
+        http,
+        self_id: cfg.node_id,
+    });
+    tasks.spawn(leader.run(cancel.clone()).instrument(span.clone()));
+
+    if cfg.probe {
+        let poller = Arc::new(Poller {
+            prober: Arc::new(Prober::new(cfg.probe_source_ip)),
+            state: state.clone(),
+            writer: writer.clone(),
+            clock: seams.clock.clone(),
+            node_id: cfg.node_id,
+            site: cfg.site.clone(),
+        });
+        tasks.spawn(poller.run(cancel.clone()).instrument(span.clone()));
+    } else {
+        info!("probe = false: this node votes but never probes (witness)");
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen_api).await.map_err(|e| StartError::Bind {
+        what: "API (HTTP)",
+        addr: cfg.listen_api,
+        message: e.to_string(),
+    })?;
+    let api_addr = listener.local_addr().map_err(|e| StartError::Bind {
+        what: "API (HTTP)",
+        addr: cfg.listen_api,
+        message: e.to_string(),
+    })?;
+    let router = api::router(Arc::new(ApiState {
+        node_id: cfg.node_id,
+        site: cfg.site.clone(),
+        raft: raft.clone(),
+        state: state.clone(),
+        writer,
+        token,
+        metrics: seams.metrics,
+        demo: seams.demo,
+    }));
+    let api_cancel = cancel.clone();
+    tasks.spawn(
+        async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(api_cancel.cancelled_owned());
+            if let Err(e) = serve.await {
+                warn!(error = %e, "API server failed");
+            }
+        }
+        .instrument(span),
+    );
+    info!(raft = %cfg.listen_raft, api = %api_addr, "node started");
+    Ok(RunningNode {
+        node_id: cfg.node_id,
+        api_addr,
+        raft,
+        state,
+        cancel,
+        tasks,
+        endpoint,
+    })
+}
+
+/// Forms the cluster from `initial_member` on first start. Every member may call this with
+/// the same list; openraft accepts it only on a node with empty state.
+async fn initialize(raft: &Raft, cfg: &NodeConfig) -> Result<(), StartError> {
+    if raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+        debug!("raft state found on disk; not initializing");
+        return Ok(());
+    }
+    let members: BTreeMap<u64, ClusterNode> = cfg
+        .initial_members
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                ClusterNode {
+                    addr: m.addr.clone(),
+                    site: m.site.clone(),
+                    probe: m.probe,
+                    api: m.api.clone(),
+                },
+            )
+        })
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => info!(members = cfg.initial_members.len(), "initialized a new cluster from initial_member"),
+        Err(e) => debug!(error = %e, "initialize refused (another member may have started the cluster)"),
+    }
+    Ok(())
+}
+
+fn read_token(path: &std::path::Path) -> Result<String, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|e| StartError::Token {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let token = text.trim().to_string();
+    if token.is_empty() || token.len() > API_TOKEN_BYTES_MAX {
+        return Err(StartError::Token {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the token must be 1 to {API_TOKEN_BYTES_MAX} bytes"),
+            ),
+        });
+    }
+    Ok(token)
+}

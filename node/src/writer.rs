@@ -1,0 +1,91 @@
+//! Client writes from any node reach the leader.
+
+use std::time::Duration;
+
+use consentry_cluster::command::{Command, CommandResponse};
+use consentry_cluster::types::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::error::WriteError;
+
+/// Attempts before a write gives up (each waits `WRITE_BACKOFF_MS * attempt`).
+pub const WRITE_ATTEMPTS_MAX: u32 = 8;
+pub const WRITE_BACKOFF_MS: u64 = 150;
+/// Timeout for one forwarded write.
+pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
+
+/// A cloneable handle that writes commands through raft from any node.
+#[derive(Clone)]
+pub struct Writer {
+    raft: Raft,
+    endpoint: quinn::Endpoint,
+    self_id: u64,
+}
+
+impl Writer {
+    pub fn new(raft: Raft, endpoint: quinn::Endpoint, self_id: u64) -> Self {
+        Self {
+            raft,
+            endpoint,
+            self_id,
+        }
+    }
+
+    /// Commits `cmd` and returns the state machine's answer. On a follower the command is
+    /// forwarded to the leader over the cluster's QUIC transport.
+    ///
+    /// # Errors
+    /// When no leader can be reached within `WRITE_ATTEMPTS_MAX` attempts, or the state
+    /// machine rejects the command.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may leave the command committed or not; callers that must know
+    /// use ids that make a repeat harmless.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, WriteError> {
+        let mut last = WriteError::NoLeader;
+        for attempt in 1..=WRITE_ATTEMPTS_MAX {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return settle(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                    if let (Some(leader), Some(node)) = (fwd.leader_id, fwd.leader_node) {
+                        if leader != self.self_id {
+                            match consentry_cluster::transport::forward_client_write(
+                                &self.endpoint,
+                                self.self_id,
+                                leader,
+                                &node,
+                                cmd.clone(),
+                                Duration::from_millis(FORWARD_TIMEOUT_MS),
+                            )
+                            .await
+                            {
+                                Ok(resp) => return settle(resp.data),
+                                Err(e) => {
+                                    last = WriteError::Forward {
+                                        leader,
+                                        message: e.to_string(),
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        last = WriteError::NoLeader;
+                    }
+                }
+                Err(e) => last = WriteError::Raft(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(WRITE_BACKOFF_MS * u64::from(attempt))).await;
+        }
+        Err(WriteError::GaveUp {
+            attempts: WRITE_ATTEMPTS_MAX,
+            last: last.to_string(),
+        })
+    }
+}
+
+fn settle(resp: CommandResponse) -> Result<CommandResponse, WriteError> {
+    match resp {
+        CommandResponse::Rejected(why) => Err(WriteError::Rejected(why)),
+        ok => Ok(ok),
+    }
+}
