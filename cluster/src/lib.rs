@@ -12,3 +12,5 @@ pub mod types;
 pub use consentry_storage::codec;
 pub mod rule;
 pub mod state;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,222 @@
+//! A lazily opened, cached connection to one peer, and the one-RPC-per-stream exchange.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openraft::raft::ClientWriteResponse;
+
+use crate::command::Command;
+use crate::tls::node_server_name;
+use crate::transport::frame::{decode_body, encode_body, read_frame, write_frame};
+use crate::transport::{RpcBody, RpcRequest, RpcResponse, TransportError};
+use crate::types::{ClusterNode, NodeId, TypeConfig};
+
+/// Calls RPCs on one peer over a connection opened on first use and replaced once it
+/// fails. The TLS server name is the peer's node name, so the handshake proves that the
+/// node at `addr` is `target`.
+pub(crate) struct PeerConnection {
+    endpoint: quinn::Endpoint,
+    self_id: NodeId,
+    target: NodeId,
+    addr: String,
+    connection: Option<quinn::Connection>,
+}
+
+impl PeerConnection {
+    pub(crate) fn new(
+        endpoint: quinn::Endpoint,
+        self_id: NodeId,
+        target: NodeId,
+        addr: String,
+    ) -> Self {
+        Self {
+            endpoint,
+            self_id,
+            target,
+            addr,
+            connection: None,
+        }
+    }
+
+    pub(crate) fn target(&self) -> NodeId {
+        self.target
+    }
+
+    /// Sends `body` as one request from `self_id` and waits for the answer, all within
+    /// `timeout` (connecting included).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call abandons its stream; the connection stays usable.
+    pub(crate) async fn call(
+        &mut self,
+        body: RpcBody,
+        timeout: Duration,
+    ) -> Result<RpcResponse, TransportError> {
+        let rpc = body.name();
+        let request = RpcRequest {
+            from: self.self_id,
+            body,
+        };
+        let frame = encode_body(&request, "request")?;
+        let result = tokio::time::timeout(timeout, self.exchange(&frame)).await;
+        let error = match result {
+            Ok(Ok(RpcResponse::Refused(reason))) => TransportError::Refused {
+                rpc,
+                target: self.target,
+                reason,
+            },
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(error)) => error,
+            // Still no connection: the peer never completed a handshake.
+            Err(_) if self.connection.is_none() => TransportError::ConnectTimeout {
+                target: self.target,
+                timeout_ms: timeout.as_millis(),
+            },
+            Err(_) => TransportError::RpcTimeout {
+                rpc,
+                target: self.target,
+                timeout_ms: timeout.as_millis(),
+            },
+        };
+        if error.breaks_connection() {
+            self.connection = None;
+        }
+        Err(error)
+    }
+
+    /// Opens a raw stream on the (cached) connection, for tests that write bytes directly.
+    #[cfg(test)]
+    pub(crate) async fn open_raw(
+        &mut self,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), TransportError> {
+        let connection = self.connection().await?;
+        connection
+            .open_bi()
+            .await
+            .map_err(|source| TransportError::OpenStream {
+                target: self.target,
+                source,
+            })
+    }
+
+    async fn exchange(&mut self, frame: &[u8]) -> Result<RpcResponse, TransportError> {
+        let connection = self.connection().await?;
+        let (mut send, mut recv) =
+            connection
+                .open_bi()
+                .await
+                .map_err(|source| TransportError::OpenStream {
+                    target: self.target,
+                    source,
+                })?;
+        let exchanged = async {
+            write_frame(&mut send, frame).await?;
+            send.finish()
+                .map_err(|e| TransportError::WriteFrame(io::Error::other(e)))?;
+            read_frame(&mut recv).await
+        };
+        let bytes = match exchanged.await {
+            Ok(bytes) => bytes,
+            // Say why the connection went (a TLS alert, the peer's close reason) rather
+            // than only that the stream failed.
+            Err(error) => {
+                return Err(match connection.close_reason() {
+                    Some(source) => TransportError::ConnectionLost {
+                        target: self.target,
+                        source,
+                    },
+                    None => error,
+                })
+            }
+        };
+        decode_body(&bytes, "response")
+    }
+
+    async fn connection(&mut self) -> Result<quinn::Connection, TransportError> {
+        if let Some(connection) = &self.connection {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+        }
+        self.connection = None;
+        let addr = self.resolve().await?;
+        let connecting = self
+            .endpoint
+            .connect(addr, &node_server_name(self.target))
+            .map_err(|source| TransportError::Connect {
+                target: self.target,
+                addr,
+                source,
+            })?;
+        let connection = connecting
+            .await
+            .map_err(|source| TransportError::Handshake {
+                target: self.target,
+                addr,
+                source,
+            })?;
+        self.connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// The peer's socket address: `addr` itself when it is one, else the first address a
+    /// name lookup gives in the endpoint's address family.
+    async fn resolve(&self) -> Result<SocketAddr, TransportError> {
+        if let Ok(addr) = self.addr.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        let resolve_error = |reason: String| TransportError::Resolve {
+            target: self.target,
+            addr: self.addr.clone(),
+            reason,
+        };
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(self.addr.as_str())
+            .await
+            .map_err(|e| resolve_error(e.to_string()))?
+            .collect();
+        let local_is_ipv4 = self.endpoint.local_addr().map(|a| a.is_ipv4()).ok();
+        addrs
+            .iter()
+            .find(|a| Some(a.is_ipv4()) == local_is_ipv4)
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| resolve_error("the name has no addresses".to_string()))
+    }
+}
+
+/// Hands a write to another node (the leader) and returns its raft's answer.
+///
+/// Opens a connection for this one call. When the remote is no longer the leader the error
+/// is [`TransportError::ClientWrite`] carrying `ForwardToLeader`; the caller re-resolves
+/// the leader and tries again.
+///
+/// # Errors
+/// [`TransportError::ClientWrite`] when the remote raft refused the write; otherwise the
+/// transport action that failed (connect, stream, frame, decode, timeout, refusal).
+///
+/// # Cancel safety
+/// Cancel safe, but a write that already reached the leader may still commit.
+pub async fn forward_client_write(
+    endpoint: &quinn::Endpoint,
+    self_id: NodeId,
+    target_id: NodeId,
+    target: &ClusterNode,
+    cmd: Command,
+    timeout: Duration,
+) -> Result<ClientWriteResponse<TypeConfig>, TransportError> {
+    let mut peer = PeerConnection::new(endpoint.clone(), self_id, target_id, target.addr.clone());
+    let response = peer.call(RpcBody::ClientWrite(cmd), timeout).await?;
+    match response {
+        RpcResponse::ClientWrite(Ok(response)) => Ok(response),
+        RpcResponse::ClientWrite(Err(source)) => Err(TransportError::ClientWrite {
+            target: target_id,
+            source: Box::new(source),
+        }),
+        other => Err(TransportError::UnexpectedResponse {
+            target: target_id,
+            expected: "ClientWrite",
+            got: other.name(),
+        }),
+    }
+}
