@@ -51,19 +51,31 @@ mod tests {
                 checks: vec![CheckSpec::for_test("tcp"), http],
                 notifiers: vec![NotifierSpec {
                     name: "ops".into(),
-                    kind: NotifierKind::Webhook { url: "http://127.0.0.1:9/".into() },
+                    kind: NotifierKind::Webhook {
+                        url: "http://127.0.0.1:9/".into(),
+                    },
                 }],
             }),
             Command::Results(ResultBatch {
                 node_id: 1,
                 site: "site-a".into(),
-                results: vec![ProbeResult::new("web", Status::Critical, Reason::Refused, 3, "refused")],
+                results: vec![ProbeResult::new(
+                    "web",
+                    Status::Critical,
+                    Reason::Refused,
+                    3,
+                    "refused",
+                )],
             }),
             Command::Tick { leader_id: 1 },
             Command::NotifyOutcome(NotifyOutcome {
                 intent_id: 1,
                 attempts: 2,
-                delivery: Delivery::Failed { leader_id: 1, term: 2, error: "x".into() },
+                delivery: Delivery::Failed {
+                    leader_id: 1,
+                    term: 2,
+                    error: "x".into(),
+                },
             }),
         ];
         for c in commands {

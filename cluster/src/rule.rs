@@ -189,6 +189,8 @@ mod tests {
 
     /// (site, consecutive_fail, consecutive_ok, last status, last tick)
     type Row = (&'static str, u32, u32, Status, u64);
+    type Sites = &'static [&'static str];
+    type Unconfirmed = Option<(u32, u32)>;
 
     struct Case {
         name: &'static str,
@@ -197,8 +199,8 @@ mod tests {
         sites: &'static [Row],
         tick: u64,
         open: bool,
-        expect_open: Option<(Status, &'static [&'static str], Option<(u32, u32)>)>,
-        expect_close: Option<(&'static [&'static str], Option<(u32, u32)>)>,
+        expect_open: Option<(Status, Sites, Unconfirmed)>,
+        expect_close: Option<(Sites, Unconfirmed)>,
         expect_suspect: &'static [&'static str],
     }
 
@@ -221,10 +223,13 @@ mod tests {
             })
             .collect();
         let e = evaluate(&check, case.probing, &counters, case.tick, case.open);
-        let got_open = e
-            .open
-            .as_ref()
-            .map(|o| (o.severity, o.sites.iter().cloned().collect::<Vec<_>>(), o.unconfirmed));
+        let got_open = e.open.as_ref().map(|o| {
+            (
+                o.severity,
+                o.sites.iter().cloned().collect::<Vec<_>>(),
+                o.unconfirmed,
+            )
+        });
         let want_open = case
             .expect_open
             .map(|(s, sites, u)| (s, sites.iter().map(|x| x.to_string()).collect(), u));
@@ -238,7 +243,11 @@ mod tests {
             .map(|(sites, u)| (sites.iter().map(|x| x.to_string()).collect(), u));
         assert_eq!(got_close, want_close, "case {}: close", case.name);
         let suspects: Vec<String> = e.path_suspect.iter().cloned().collect();
-        assert_eq!(suspects, case.expect_suspect, "case {}: path suspect", case.name);
+        assert_eq!(
+            suspects, case.expect_suspect,
+            "case {}: path suspect",
+            case.name
+        );
     }
 
     #[test]
@@ -303,7 +312,11 @@ mod tests {
                 name: "two of three down opens, third OK is not enough to call it a path",
                 confirm_sites: None,
                 probing: 3,
-                sites: &[("a", 2, 0, C, 100), ("b", 2, 0, C, 100), ("c", 0, 4, O, 100)],
+                sites: &[
+                    ("a", 2, 0, C, 100),
+                    ("b", 2, 0, C, 100),
+                    ("c", 0, 4, O, 100),
+                ],
                 tick: 100,
                 open: false,
                 expect_open: Some((C, &["a", "b"], None)),

@@ -98,7 +98,8 @@ impl ClusterState {
             Command::Results(batch) => self.apply_results(index, batch),
             Command::Tick { .. } => {
                 self.tick += 1;
-                let names: Vec<String> = self.catalog.checks.iter().map(|c| c.name.clone()).collect();
+                let names: Vec<String> =
+                    self.catalog.checks.iter().map(|c| c.name.clone()).collect();
                 for name in names {
                     self.evaluate(index, &name);
                 }
@@ -187,14 +188,17 @@ impl ClusterState {
                 continue; // A result for a check removed since it was probed.
             };
             let tick = self.tick;
-            let st = cs.sites.entry(batch.site.clone()).or_insert_with(|| SiteState {
-                consecutive_fail: 0,
-                consecutive_ok: 0,
-                last: r.clone(),
-                last_tick: tick,
-                last_index: index,
-                fail_since_index: None,
-            });
+            let st = cs
+                .sites
+                .entry(batch.site.clone())
+                .or_insert_with(|| SiteState {
+                    consecutive_fail: 0,
+                    consecutive_ok: 0,
+                    last: r.clone(),
+                    last_tick: tick,
+                    last_index: index,
+                    fail_since_index: None,
+                });
             if r.status.is_ok() {
                 st.consecutive_ok = st.consecutive_ok.saturating_add(1);
                 st.consecutive_fail = 0;
@@ -236,7 +240,13 @@ impl ClusterState {
                 last_tick: s.last_tick,
             })
             .collect();
-        let eval = rule::evaluate(&spec, probing.len(), &counters, tick, cs.open_incident.is_some());
+        let eval = rule::evaluate(
+            &spec,
+            probing.len(),
+            &counters,
+            tick,
+            cs.open_incident.is_some(),
+        );
         let evidence = |sites: &BTreeSet<String>, cs: &CheckState| -> Vec<Evidence> {
             sites
                 .iter()
@@ -254,7 +264,11 @@ impl ClusterState {
             let id = self.next_incident_id + 1;
             self.next_incident_id = id;
             let opened_by = evidence(&open.sites, cs);
-            let opened_at_ms = opened_by.iter().map(|e| e.last.observed_at_ms).max().unwrap_or(0);
+            let opened_at_ms = opened_by
+                .iter()
+                .map(|e| e.last.observed_at_ms)
+                .max()
+                .unwrap_or(0);
             self.incidents.insert(
                 id,
                 Incident {
@@ -372,7 +386,11 @@ impl Machine<TypeConfig> for ClusterState {
         self.apply_command(log_id.index, data)
     }
 
-    fn apply_membership(&mut self, log_id: &LogId, membership: Option<&Membership>) -> CommandResponse {
+    fn apply_membership(
+        &mut self,
+        log_id: &LogId,
+        membership: Option<&Membership>,
+    ) -> CommandResponse {
         match membership {
             Some(m) => self.apply_members(log_id.index, m),
             None => self.advance(log_id.index),
@@ -409,12 +427,14 @@ mod tests {
 
     impl World {
         fn new() -> Self {
-            let mut st = ClusterState::default();
-            st.members = BTreeMap::from([
-                (1, member("site-a", true)),
-                (2, member("site-b", true)),
-                (3, member("site-c", false)),
-            ]);
+            let st = ClusterState {
+                members: BTreeMap::from([
+                    (1, member("site-a", true)),
+                    (2, member("site-b", true)),
+                    (3, member("site-c", false)),
+                ]),
+                ..ClusterState::default()
+            };
             let mut w = World { st, index: 0 };
             let mut check = CheckSpec::for_test("web");
             check.interval_ms = 1_000;
@@ -498,7 +518,10 @@ mod tests {
                 site: site.into(),
                 results: vec![r.clone()],
             }));
-            assert!(matches!(resp, CommandResponse::Rejected(_)), "{node} {site}");
+            assert!(
+                matches!(resp, CommandResponse::Rejected(_)),
+                "{node} {site}"
+            );
         }
     }
 
@@ -513,14 +536,20 @@ mod tests {
             Command::NotifyOutcome(NotifyOutcome {
                 intent_id: id,
                 attempts: 1,
-                delivery: Delivery::Delivered { leader_id: leader, term: 1 },
+                delivery: Delivery::Delivered {
+                    leader_id: leader,
+                    term: 1,
+                },
             })
         };
         w.cmd(out(1));
         w.cmd(out(2));
         assert_eq!(
             w.st.intents[&id].outcome,
-            Some(Delivery::Delivered { leader_id: 1, term: 1 })
+            Some(Delivery::Delivered {
+                leader_id: 1,
+                term: 1
+            })
         );
         assert_eq!(w.st.pending_intents().count(), 0);
     }
@@ -531,7 +560,11 @@ mod tests {
         let mut b = World::new();
         for w in [&mut a, &mut b] {
             for i in 0..20 {
-                let s = if (i / 4) % 2 == 0 { Status::Ok } else { Status::Critical };
+                let s = if (i / 4) % 2 == 0 {
+                    Status::Ok
+                } else {
+                    Status::Critical
+                };
                 w.round(s, s);
             }
         }

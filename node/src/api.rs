@@ -50,7 +50,10 @@ pub fn router(s: Arc<ApiState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/cluster", get(cluster))
-        .route("/api/v1/checks", get(checks).put(apply_checks).post(apply_checks))
+        .route(
+            "/api/v1/checks",
+            get(checks).put(apply_checks).post(apply_checks),
+        )
         .route("/api/v1/demo", get(demo_state))
         .route("/api/v1/demo/break", post(demo_break))
         .route("/api/v1/demo/heal", post(demo_heal))
@@ -59,13 +62,21 @@ pub fn router(s: Arc<ApiState>) -> Router {
 }
 
 /// A JSON error with a stable code.
-fn error(status: StatusCode, code: &str, message: impl Into<String>, details: serde_json::Value) -> Response {
+fn error(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    details: serde_json::Value,
+) -> Response {
     let body = json!({ "error": { "code": code, "message": message.into(), "details": details } });
     (status, Json(body)).into_response()
 }
 
 fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let Some(given) = value.strip_prefix("Bearer ") else {
@@ -86,7 +97,11 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     let leader = s.raft.metrics().borrow().current_leader;
     match leader {
         Some(id) => (StatusCode::OK, format!("ready: leader is node {id}\n")).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known\n").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader known\n",
+        )
+            .into_response(),
     }
 }
 
@@ -99,10 +114,20 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
         #[allow(clippy::cast_precision_loss)]
         {
             ::metrics::gauge!(metrics::RAFT_TERM).set(m.current_term as f64);
-            ::metrics::gauge!(metrics::RAFT_LAST_LOG_INDEX).set(m.last_log_index.unwrap_or(0) as f64);
-            ::metrics::gauge!(metrics::RAFT_APPLIED_INDEX).set(m.last_applied.map_or(0, |l| l.index) as f64);
-            ::metrics::gauge!(metrics::RAFT_IS_LEADER).set(if m.current_leader == Some(s.node_id) { 1.0 } else { 0.0 });
-            let (checks, open) = s.state.read(|st| (st.catalog.checks.len(), st.open_incidents().count()));
+            ::metrics::gauge!(metrics::RAFT_LAST_LOG_INDEX)
+                .set(m.last_log_index.unwrap_or(0) as f64);
+            ::metrics::gauge!(metrics::RAFT_APPLIED_INDEX)
+                .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            ::metrics::gauge!(metrics::RAFT_IS_LEADER).set(
+                if m.current_leader == Some(s.node_id) {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            let (checks, open) = s
+                .state
+                .read(|st| (st.catalog.checks.len(), st.open_incidents().count()));
             ::metrics::gauge!(metrics::CHECKS).set(checks as f64);
             ::metrics::gauge!(metrics::INCIDENTS_OPEN).set(open as f64);
         }
@@ -126,11 +151,21 @@ struct IncidentsQuery {
 }
 
 async fn incidents(State(s): State<Arc<ApiState>>, Query(q): Query<IncidentsQuery>) -> Response {
-    let limit = q.limit.unwrap_or(INCIDENTS_PAGE_MAX).min(INCIDENTS_PAGE_MAX);
-    let body = s.state.read(|st| serde_json::to_value(views::incidents(st, q.open, limit)));
+    let limit = q
+        .limit
+        .unwrap_or(INCIDENTS_PAGE_MAX)
+        .min(INCIDENTS_PAGE_MAX);
+    let body = s
+        .state
+        .read(|st| serde_json::to_value(views::incidents(st, q.open, limit)));
     match body {
         Ok(v) => Json(v).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string(), json!(null)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+            json!(null),
+        ),
     }
 }
 
@@ -153,7 +188,12 @@ async fn apply_checks(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: 
         );
     }
     let Ok(text) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_config", "the checks file is not UTF-8", json!([]));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+            "the checks file is not UTF-8",
+            json!([]),
+        );
     };
     let catalog = match checks_file::parse(text) {
         Ok(c) => c,
@@ -161,23 +201,39 @@ async fn apply_checks(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: 
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_config",
-                format!("{} problem(s) in the checks file; nothing was changed", problems.len()),
+                format!(
+                    "{} problem(s) in the checks file; nothing was changed",
+                    problems.len()
+                ),
                 json!(problems),
             )
         }
     };
     let (checks, notifiers) = (catalog.checks.len(), catalog.notifiers.len());
     match s.writer.write(Command::ApplyCatalog(catalog)).await {
-        Ok(_) => Json(json!({ "applied": true, "checks": checks, "notifiers": notifiers })).into_response(),
-        Err(WriteError::Rejected(why)) => error(StatusCode::BAD_REQUEST, "rejected", why, json!(null)),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", e.to_string(), json!(null)),
+        Ok(_) => Json(json!({ "applied": true, "checks": checks, "notifiers": notifiers }))
+            .into_response(),
+        Err(WriteError::Rejected(why)) => {
+            error(StatusCode::BAD_REQUEST, "rejected", why, json!(null))
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_quorum",
+            e.to_string(),
+            json!(null),
+        ),
     }
 }
 
 async fn demo_state(State(s): State<Arc<ApiState>>) -> Response {
     match &s.demo {
         Some(d) => Json(json!({ "target": d.url(), "broken": d.is_broken() })).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_demo", "this node is not running `consentry demo`", json!(null)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_demo",
+            "this node is not running `consentry demo`",
+            json!(null),
+        ),
     }
 }
 
@@ -195,6 +251,11 @@ fn demo_set(s: &ApiState, broken: bool) -> Response {
             d.set_broken(broken);
             Json(json!({ "target": d.url(), "broken": broken })).into_response()
         }
-        None => error(StatusCode::NOT_FOUND, "not_demo", "this node is not running `consentry demo`", json!(null)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_demo",
+            "this node is not running `consentry demo`",
+            json!(null),
+        ),
     }
 }

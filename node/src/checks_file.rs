@@ -160,7 +160,8 @@ impl Checker<'_> {
         let s = v.get_ref();
         let ok = !s.is_empty()
             && s.len() <= NAME_BYTES_MAX
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok {
             self.at(
                 v.span(),
@@ -180,7 +181,10 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         return Err(vec![Problem {
             line: 0,
             column: 0,
-            message: format!("file is {} bytes; the limit is {CHECKS_FILE_BYTES_MAX}", text.len()),
+            message: format!(
+                "file is {} bytes; the limit is {CHECKS_FILE_BYTES_MAX}",
+                text.len()
+            ),
         }]);
     }
     let raw: RawFile = toml::from_str(text).map_err(|e| {
@@ -236,7 +240,10 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         let span = n.span();
         let n = n.get_ref();
         if ck.name(&n.name, "notifier name") && !notifier_names.insert(n.name.get_ref().clone()) {
-            ck.at(n.name.span(), format!("notifier {:?} is defined twice", n.name.get_ref()));
+            ck.at(
+                n.name.span(),
+                format!("notifier {:?} is defined twice", n.name.get_ref()),
+            );
         }
         match n.kind.get_ref().as_str() {
             "webhook" => match &n.url {
@@ -259,13 +266,19 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
     let mut checks = Vec::new();
     let mut check_names = BTreeSet::new();
     if raw.check.len() > CHECKS_MAX {
-        ck.at(0..0, format!("{} checks; the limit is {CHECKS_MAX}", raw.check.len()));
+        ck.at(
+            0..0,
+            format!("{} checks; the limit is {CHECKS_MAX}", raw.check.len()),
+        );
     }
     for c in &raw.check {
         let span = c.span();
         let c = c.get_ref();
         if ck.name(&c.name, "check name") && !check_names.insert(c.name.get_ref().clone()) {
-            ck.at(c.name.span(), format!("check {:?} is defined twice", c.name.get_ref()));
+            ck.at(
+                c.name.span(),
+                format!("check {:?} is defined twice", c.name.get_ref()),
+            );
         }
         let kind = c.kind.get_ref().as_str();
         let probe = match kind {
@@ -285,7 +298,10 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                     Some(p) => match u16::try_from(*p.get_ref()) {
                         Ok(port) if port > 0 => Some(port),
                         _ => {
-                            ck.at(p.span(), format!("port must be 1-65535, got {}", p.get_ref()));
+                            ck.at(
+                                p.span(),
+                                format!("port must be 1-65535, got {}", p.get_ref()),
+                            );
                             None
                         }
                     },
@@ -294,17 +310,24 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                         None
                     }
                 };
-                host.zip(port).map(|(host, port)| ProbeSpec::Tcp { host, port })
+                host.zip(port)
+                    .map(|(host, port)| ProbeSpec::Tcp { host, port })
             }
             "http" | "https" => {
                 let url = match &c.url {
                     Some(u) if valid_http_url(u.get_ref()) => Some(u.get_ref().clone()),
                     Some(u) => {
-                        ck.at(u.span(), format!("url {:?} must start with http:// or https://", u.get_ref()));
+                        ck.at(
+                            u.span(),
+                            format!("url {:?} must start with http:// or https://", u.get_ref()),
+                        );
                         None
                     }
                     None => {
-                        ck.at(span.clone(), format!("a {kind} check needs url = \"http://...\""));
+                        ck.at(
+                            span.clone(),
+                            format!("a {kind} check needs url = \"http://...\""),
+                        );
                         None
                     }
                 };
@@ -314,7 +337,10 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                         "GET" => Some("GET".into()),
                         "HEAD" => Some("HEAD".into()),
                         _ => {
-                            ck.at(m.span(), format!("method {:?}: use GET or HEAD", m.get_ref()));
+                            ck.at(
+                                m.span(),
+                                format!("method {:?}: use GET or HEAD", m.get_ref()),
+                            );
                             None
                         }
                     },
@@ -348,12 +374,20 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                 None
             }
         };
-        let interval_ms = c.interval.as_ref().and_then(|v| ck.duration(v, "interval")).unwrap_or(d_interval);
+        let interval_ms = c
+            .interval
+            .as_ref()
+            .and_then(|v| ck.duration(v, "interval"))
+            .unwrap_or(d_interval);
         if interval_ms < INTERVAL_MS_MIN {
             let s = c.interval.as_ref().map_or(0..0, |v| v.span());
             ck.at(s, format!("interval must be at least {INTERVAL_MS_MIN} ms"));
         }
-        let timeout_ms = c.timeout.as_ref().and_then(|v| ck.duration(v, "timeout")).unwrap_or(d_timeout);
+        let timeout_ms = c
+            .timeout
+            .as_ref()
+            .and_then(|v| ck.duration(v, "timeout"))
+            .unwrap_or(d_timeout);
         if timeout_ms == 0 || timeout_ms > interval_ms {
             let s = c.timeout.as_ref().map_or(span.clone(), |v| v.span());
             ck.at(
@@ -395,7 +429,13 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         let notify = c.notify.clone().unwrap_or_else(|| d_notify.clone());
         for n in &notify {
             if !notifier_names.contains(n.get_ref()) {
-                ck.at(n.span(), format!("notify names {:?}, which no [[notifier]] defines", n.get_ref()));
+                ck.at(
+                    n.span(),
+                    format!(
+                        "notify names {:?}, which no [[notifier]] defines",
+                        n.get_ref()
+                    ),
+                );
             }
         }
         let mut labels = d_labels.clone();
@@ -411,7 +451,9 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                     sites: confirm_sites,
                     rounds: confirm_rounds,
                 },
-                recover: Recover { rounds: recover_rounds },
+                recover: Recover {
+                    rounds: recover_rounds,
+                },
                 notify: notify.into_iter().map(Spanned::into_inner).collect(),
                 labels,
             });
@@ -426,12 +468,15 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
 }
 
 fn valid_http_url(s: &str) -> bool {
-    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() && !s.contains(char::is_whitespace)
+    (s.starts_with("http://") || s.starts_with("https://"))
+        && s.len() > "https://".len()
+        && !s.contains(char::is_whitespace)
 }
 
 /// Parses `"200-399"`, `"200,301-302"`.
 fn parse_status_ranges(s: &str) -> Result<Vec<StatusRange>, String> {
-    let bad = || format!("expect_status {s:?}: use codes and ranges like \"200-399\" or \"200,301-302\"");
+    let bad =
+        || format!("expect_status {s:?}: use codes and ranges like \"200-399\" or \"200,301-302\"");
     let mut out = Vec::new();
     for part in s.split(',') {
         let part = part.trim();
@@ -486,8 +531,20 @@ url = "http://127.0.0.1:9000/hook"
         let web = &c.checks[0];
         assert_eq!(web.interval_ms, 10_000);
         assert_eq!(web.timeout_ms, 5_000);
-        assert_eq!(web.confirm, Confirm { sites: Some(2), rounds: 2 });
-        assert_eq!(web.latency, Latency { warn_ms: Some(5_000), crit_ms: Some(10_000) });
+        assert_eq!(
+            web.confirm,
+            Confirm {
+                sites: Some(2),
+                rounds: 2
+            }
+        );
+        assert_eq!(
+            web.latency,
+            Latency {
+                warn_ms: Some(5_000),
+                crit_ms: Some(10_000)
+            }
+        );
         assert_eq!(web.notify, vec!["ops".to_string()]);
         assert_eq!(c.checks[1].latency.crit_ms, Some(11_000));
     }
@@ -519,7 +576,10 @@ notify = ["nobody"]
         assert!(lines.contains(&12), "duplicate name: {errs:?}");
         assert!(lines.contains(&15), "port: {errs:?}");
         assert!(lines.contains(&16), "notify: {errs:?}");
-        assert!(errs.iter().any(|e| e.message.contains("needs url")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.message.contains("needs url")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -532,10 +592,37 @@ notify = ["nobody"]
 
     #[test]
     fn status_ranges() {
-        assert_eq!(parse_status_ranges("200").unwrap(), vec![StatusRange { lo: 200, hi: 200 }]);
+        assert_eq!(
+            parse_status_ranges("200").unwrap(),
+            vec![StatusRange { lo: 200, hi: 200 }]
+        );
         assert_eq!(parse_status_ranges("200-299, 301").unwrap().len(), 2);
         for bad in ["", "abc", "300-200", "99", "200-600"] {
             assert!(parse_status_ranges(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    /// The shipped examples must stay valid: users copy them.
+    #[test]
+    fn shipped_examples_parse() {
+        let checks = include_str!("../../ops/examples/three-sites/checks.toml");
+        let c = super::parse(checks).unwrap_or_else(|e| panic!("ops example checks.toml: {e:?}"));
+        assert_eq!(c.checks.len(), 2);
+        for (i, text) in [
+            include_str!("../../ops/examples/three-sites/node-1.toml"),
+            include_str!("../../ops/examples/three-sites/node-2.toml"),
+            include_str!("../../ops/examples/three-sites/node-3.toml"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let n = crate::config::NodeConfig::parse(text, std::path::Path::new("/etc/consentry"))
+                .unwrap_or_else(|e| panic!("ops example node-{}.toml: {e:?}", i + 1));
+            assert_eq!(n.initial_members.len(), 3);
+            assert_eq!(n.probe, i != 2);
         }
     }
 }

@@ -14,7 +14,11 @@ use crate::config::NodeConfig;
 use crate::server::{self, Seams};
 
 #[derive(Parser)]
-#[command(name = "consentry", version, about = "Multi-site monitoring that alerts only when the sites agree.")]
+#[command(
+    name = "consentry",
+    version,
+    about = "Multi-site monitoring that alerts only when the sites agree."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,7 +114,9 @@ impl ApiArgs {
                     .trim()
                     .to_string(),
             ),
-            None => std::env::var("CONSENTRY_TOKEN").ok().filter(|t| !t.trim().is_empty()),
+            None => std::env::var("CONSENTRY_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
         };
         ApiClient::new(&self.api, token)
     }
@@ -119,8 +125,17 @@ impl ApiArgs {
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The demo shares its terminal with the notifications it prints: keep logs to problems.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) {
+        "warn,openraft=off,consentry_cluster::transport=error"
+    } else {
+        "info,openraft=warn,quinn=warn,quinn_proto=warn,sled=warn"
+    };
+    init_tracing(default_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime failed: {e}");
@@ -136,10 +151,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,quinn=warn,sled=warn,quinn_proto=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Installs the process's one crypto provider (ring) for rustls users that need a default.
@@ -169,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let cfg = NodeConfig::load(&config)?;
             let seams = Seams {
-                clock: SystemClock::new(),
+                clock: SystemClock::shared(),
                 metrics: install_metrics(),
                 demo: None,
             };
@@ -183,15 +201,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Certs(CertsCommand::Init { dir, nodes, agents }) => {
             consentry_cluster::tls::generate(&dir, &nodes, &agents)?;
-            println!("wrote CA, {} node certificate(s), {} agent certificate(s) and api.token to {}", nodes.len(), agents.len(), dir.display());
-            println!("keep ca.key offline; copy ca.pem, node-N.pem, node-N.key and api.token to node N");
+            println!(
+                "wrote CA, {} node certificate(s), {} agent certificate(s) and api.token to {}",
+                nodes.len(),
+                agents.len(),
+                dir.display()
+            );
+            println!(
+                "keep ca.key offline; copy ca.pem, node-N.pem, node-N.key and api.token to node N"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             match checks_file::parse(&text) {
                 Ok(c) => {
-                    println!("{}: OK ({} checks, {} notifiers)", file.display(), c.checks.len(), c.notifiers.len());
+                    println!(
+                        "{}: OK ({} checks, {} notifiers)",
+                        file.display(),
+                        c.checks.len(),
+                        c.notifiers.len()
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(problems) => {
@@ -204,20 +235,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Apply { file, api } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             // Validate locally first so errors name this file.
             if let Err(problems) = checks_file::parse(&text) {
                 for p in &problems {
                     eprintln!("{}:{}:{}: {}", file.display(), p.line, p.column, p.message);
                 }
-                eprintln!("{}: {} problem(s); nothing was applied", file.display(), problems.len());
+                eprintln!(
+                    "{}: {} problem(s); nothing was applied",
+                    file.display(),
+                    problems.len()
+                );
                 return Ok(ExitCode::FAILURE);
             }
             let v = api.client()?.put("/api/v1/checks", text).await?;
             if api.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("applied {} checks and {} notifiers", v["checks"], v["notifiers"]);
+                println!(
+                    "applied {} checks and {} notifiers",
+                    v["checks"], v["notifiers"]
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -226,7 +265,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_or(&api, &v, print_status)
         }
         Command::Incidents { open, api } => {
-            let path = if open { "/api/v1/incidents?open=true" } else { "/api/v1/incidents" };
+            let path = if open {
+                "/api/v1/incidents?open=true"
+            } else {
+                "/api/v1/incidents"
+            };
             let v = api.client()?.get(path).await?;
             print_or(&api, &v, print_incidents)
         }
@@ -240,13 +283,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -286,7 +330,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
@@ -296,7 +344,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 fn print_status(v: &Value) {
-    let sites: Vec<String> = v["probing_sites"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+    let sites: Vec<String> = v["probing_sites"]
+        .as_array()
+        .map(|a| a.iter().map(s).collect())
+        .unwrap_or_default();
     let mut header = vec!["CHECK", "KIND", "VERDICT", "INCIDENT"];
     header.extend(sites.iter().map(String::as_str));
     let rows: Vec<Vec<String>> = v["checks"]
@@ -305,13 +356,19 @@ fn print_status(v: &Value) {
             checks
                 .iter()
                 .map(|c| {
-                    let mut row = vec![s(&c["name"]), s(&c["kind"]), s(&c["verdict"]), s(&c["incident"])];
+                    let mut row = vec![
+                        s(&c["name"]),
+                        s(&c["kind"]),
+                        s(&c["verdict"]),
+                        s(&c["incident"]),
+                    ];
                     for site in &sites {
                         let cell = c["sites"]
                             .as_array()
                             .and_then(|a| a.iter().find(|x| x["site"] == site.as_str()))
                             .map(|x| {
-                                let mut cell = format!("{} {}ms", s(&x["status"]), s(&x["latency_ms"]));
+                                let mut cell =
+                                    format!("{} {}ms", s(&x["status"]), s(&x["latency_ms"]));
                                 if x["reason"] != "none" {
                                     cell.push_str(&format!(" {}", s(&x["reason"])));
                                 }
@@ -340,9 +397,21 @@ fn print_incidents(v: &Value) {
         .map(|a| {
             a.iter()
                 .map(|i| {
-                    let sites: Vec<String> = i["opened_by"].as_array().map(|e| e.iter().map(|x| s(&x["site"])).collect()).unwrap_or_default();
-                    let unconfirmed = i["unconfirmed"].as_array().map(|u| format!(" unconfirmed: {} of {} sites", s(&u[0]), s(&u[1]))).unwrap_or_default();
-                    vec![s(&i["id"]), s(&i["check"]), s(&i["state"]), s(&i["severity"]), format!("{}{unconfirmed}", sites.join(","))]
+                    let sites: Vec<String> = i["opened_by"]
+                        .as_array()
+                        .map(|e| e.iter().map(|x| s(&x["site"])).collect())
+                        .unwrap_or_default();
+                    let unconfirmed = i["unconfirmed"]
+                        .as_array()
+                        .map(|u| format!(" unconfirmed: {} of {} sites", s(&u[0]), s(&u[1])))
+                        .unwrap_or_default();
+                    vec![
+                        s(&i["id"]),
+                        s(&i["check"]),
+                        s(&i["state"]),
+                        s(&i["severity"]),
+                        format!("{}{unconfirmed}", sites.join(",")),
+                    ]
                 })
                 .collect()
         })
@@ -351,14 +420,38 @@ fn print_incidents(v: &Value) {
 }
 
 fn print_cluster(v: &Value) {
-    println!("node {} ({}) is {}; leader: {}; term {}; last log {}; applied {}", s(&v["node_id"]), s(&v["site"]), s(&v["role"]), s(&v["leader"]), s(&v["term"]), s(&v["last_log_index"]), s(&v["applied_index"]));
+    println!(
+        "node {} ({}) is {}; leader: {}; term {}; last log {}; applied {}",
+        s(&v["node_id"]),
+        s(&v["site"]),
+        s(&v["role"]),
+        s(&v["leader"]),
+        s(&v["term"]),
+        s(&v["last_log_index"]),
+        s(&v["applied_index"])
+    );
     let rows: Vec<Vec<String>> = v["members"]
         .as_array()
         .map(|a| {
             a.iter()
                 .map(|m| {
-                    let role = if m["leader"] == true { format!("{} (leader)", s(&m["role"])) } else { s(&m["role"]) };
-                    vec![s(&m["id"]), s(&m["site"]), role, if m["probe"] == true { "yes".into() } else { "no (witness)".into() }, s(&m["addr"]), s(&m["lag"])]
+                    let role = if m["leader"] == true {
+                        format!("{} (leader)", s(&m["role"]))
+                    } else {
+                        s(&m["role"])
+                    };
+                    vec![
+                        s(&m["id"]),
+                        s(&m["site"]),
+                        role,
+                        if m["probe"] == true {
+                            "yes".into()
+                        } else {
+                            "no (witness)".into()
+                        },
+                        s(&m["addr"]),
+                        s(&m["lag"]),
+                    ]
                 })
                 .collect()
         })

@@ -37,12 +37,12 @@ impl ApiClient {
     /// When the node is unreachable or answers with an error.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the consentry API at {} (set --api or CONSENTRY_API)", self.base))?;
+        let resp = self.http.get(&url).send().await.with_context(|| {
+            format!(
+                "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
+                self.base
+            )
+        })?;
         Self::json(resp).await
     }
 
@@ -64,7 +64,12 @@ impl ApiClient {
             .body(body)
             .send()
             .await
-            .with_context(|| format!("cannot reach the consentry API at {} (set --api or CONSENTRY_API)", self.base))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
+                    self.base
+                )
+            })?;
         Self::json(resp).await
     }
 
@@ -77,11 +82,16 @@ impl ApiClient {
             }
             body.extend_from_slice(&chunk);
         }
-        let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        let value: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         if status.is_success() {
             return Ok(value);
         }
-        Err(ApiError { status: status.as_u16(), body: value }.into())
+        Err(ApiError {
+            status: status.as_u16(),
+            body: value,
+        }
+        .into())
     }
 }
 
@@ -100,7 +110,11 @@ impl std::fmt::Display for ApiError {
         write!(f, "HTTP {}: {code}: {msg}", self.status)?;
         if let Some(details) = e["details"].as_array() {
             for d in details {
-                if let (Some(l), Some(c), Some(m)) = (d["line"].as_u64(), d["column"].as_u64(), d["message"].as_str()) {
+                if let (Some(l), Some(c), Some(m)) = (
+                    d["line"].as_u64(),
+                    d["column"].as_u64(),
+                    d["message"].as_str(),
+                ) {
                     write!(f, "\n  {l}:{c}: {m}")?;
                 }
             }

@@ -19,7 +19,7 @@ pub struct SystemClock {
 
 impl SystemClock {
     #[allow(clippy::disallowed_methods)] // The composition root's one real clock.
-    pub fn new() -> Arc<dyn Clock> {
+    pub fn shared() -> Arc<dyn Clock> {
         Arc::new(SystemClock {
             start: tokio::time::Instant::now(),
         })

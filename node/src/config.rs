@@ -111,14 +111,21 @@ impl NodeConfig {
     /// # Errors
     /// Every problem found, with its position.
     pub fn parse(text: &str, base: &Path) -> Result<Self, Vec<(Position, String)>> {
-        let raw: RawNode = toml::from_str(text).map_err(|e| vec![Position::of_toml_error(text, &e)])?;
+        let raw: RawNode =
+            toml::from_str(text).map_err(|e| vec![Position::of_toml_error(text, &e)])?;
         let mut errors = Vec::new();
         let whole = Position::default();
         let listen_raft = raw.listen_raft.parse::<SocketAddr>().map_err(|e| {
-            errors.push((whole, format!("listen_raft {:?}: {e} (expected IP:PORT)", raw.listen_raft)))
+            errors.push((
+                whole,
+                format!("listen_raft {:?}: {e} (expected IP:PORT)", raw.listen_raft),
+            ))
         });
         let listen_api = raw.listen_api.parse::<SocketAddr>().map_err(|e| {
-            errors.push((whole, format!("listen_api {:?}: {e} (expected IP:PORT)", raw.listen_api)))
+            errors.push((
+                whole,
+                format!("listen_api {:?}: {e} (expected IP:PORT)", raw.listen_api),
+            ))
         });
         let probe_source_ip = match &raw.probe_source_ip {
             None => None,
@@ -134,7 +141,10 @@ impl NodeConfig {
             errors.push((whole, "site must not be empty".into()));
         }
         if raw.initial_member.is_empty() {
-            errors.push((whole, "at least one [[initial_member]] is required (include this node)".into()));
+            errors.push((
+                whole,
+                "at least one [[initial_member]] is required (include this node)".into(),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in &raw.initial_member {
@@ -142,11 +152,20 @@ impl NodeConfig {
                 errors.push((whole, format!("initial_member id {} appears twice", m.id)));
             }
             if m.addr.parse::<SocketAddr>().is_err() {
-                errors.push((whole, format!("initial_member {} addr {:?} is not IP:PORT", m.id, m.addr)));
+                errors.push((
+                    whole,
+                    format!("initial_member {} addr {:?} is not IP:PORT", m.id, m.addr),
+                ));
             }
         }
         if !raw.initial_member.is_empty() && !seen.contains(&raw.node_id) {
-            errors.push((whole, format!("node_id {} is not among the initial_member ids", raw.node_id)));
+            errors.push((
+                whole,
+                format!(
+                    "node_id {} is not among the initial_member ids",
+                    raw.node_id
+                ),
+            ));
         }
         let (Ok(listen_raft), Ok(listen_api)) = (listen_raft, listen_api) else {
             return Err(errors);
@@ -249,7 +268,10 @@ probe = false
 
     #[test]
     fn unknown_key_has_a_position() {
-        let bad = GOOD.replace("site = \"site-a\"\ndata_dir", "site = \"site-a\"\ncolour = 1\ndata_dir");
+        let bad = GOOD.replace(
+            "site = \"site-a\"\ndata_dir",
+            "site = \"site-a\"\ncolour = 1\ndata_dir",
+        );
         let errs = NodeConfig::parse(&bad, Path::new("/")).unwrap_err();
         assert_eq!(errs[0].0.line, 4, "{errs:?}");
         assert!(errs[0].1.contains("colour"), "{errs:?}");

@@ -31,13 +31,22 @@ pub struct DemoArgs {
     pub data_dir: Option<std::path::PathBuf>,
 }
 
-const SITES: [(u64, &str, bool); 3] = [(1, "site-a", true), (2, "site-b", true), (3, "site-c", false)];
+const SITES: [(u64, &str, bool); 3] = [
+    (1, "site-a", true),
+    (2, "site-b", true),
+    (3, "site-c", false),
+];
 
 /// # Errors
 /// When certificates cannot be written, ports cannot be bound, or the cluster does not form.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let tmp = tempfile::Builder::new().prefix("consentry-demo-").tempdir()?;
-    let dir = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let tmp = tempfile::Builder::new()
+        .prefix("consentry-demo-")
+        .tempdir()?;
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
     let certs = dir.join("certs");
     if !certs.join("ca.pem").exists() {
@@ -45,9 +54,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let cancel = CancellationToken::new();
 
-    let (target, _target_task) = DemoTarget::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cancel.clone())
-        .await
-        .context("starting the demo target")?;
+    let (target, _target_task) =
+        DemoTarget::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cancel.clone())
+            .await
+            .context("starting the demo target")?;
     let hook = start_receiver(cancel.clone()).await?;
 
     let raft_ports = free_udp_ports(3)?;
@@ -83,18 +93,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             initial_members: members.clone(),
         };
         let seams = Seams {
-            clock: SystemClock::new(),
+            clock: SystemClock::shared(),
             metrics: metrics.clone(),
             demo: Some(target.clone()),
         };
-        let node = server::start(&cfg, seams)
-            .await
-            .with_context(|| format!("starting node {id} (API port {}; pick others with --port)", api_ports[i]))?;
+        let node = server::start(&cfg, seams).await.with_context(|| {
+            format!(
+                "starting node {id} (API port {}; pick others with --port)",
+                api_ports[i]
+            )
+        })?;
         nodes.push(node);
     }
 
     wait_for_leader(&nodes).await?;
-    let token = std::fs::read_to_string(certs.join("api.token"))?.trim().to_string();
+    let token = std::fs::read_to_string(certs.join("api.token"))?
+        .trim()
+        .to_string();
     let checks = demo_checks(&target, &hook);
     let api = format!("http://127.0.0.1:{}", api_ports[0]);
     crate::client::ApiClient::new(&api, Some(token.clone()))?
@@ -120,17 +135,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 fn print_welcome(api: &str, dir: &Path, target: &DemoTarget, token: &str, temporary: bool) {
     println!();
-    println!("consentry demo: 3 nodes on loopback (site-a, site-b, witness site-c), real raft over QUIC");
+    println!(
+        "consentry demo: 3 nodes on loopback (site-a, site-b, witness site-c), real raft over QUIC"
+    );
     println!();
     println!("  dashboard      {api}/");
-    println!("  demo target    {}  (probed from site-a and site-b every 2s)", target.url());
-    println!("  data           {}{}", dir.display(), if temporary { "  (deleted on exit)" } else { "" });
+    println!(
+        "  demo target    {}  (probed from site-a and site-b every 2s)",
+        target.url()
+    );
+    println!(
+        "  data           {}{}",
+        dir.display(),
+        if temporary { "  (deleted on exit)" } else { "" }
+    );
     println!();
     println!("try:");
     println!("  break the target   curl -X POST {api}/api/v1/demo/break   (or the button on the dashboard)");
     println!("  heal it            curl -X POST {api}/api/v1/demo/heal");
-    println!("  CLI                consentry status; consentry incidents; consentry cluster status");
-    println!("  as an operator     CONSENTRY_TOKEN={token} consentry apply -f {}", dir.join("checks.toml").display());
+    println!(
+        "  CLI                consentry status; consentry incidents; consentry cluster status"
+    );
+    println!(
+        "  as an operator     CONSENTRY_TOKEN={token} consentry apply -f {}",
+        dir.join("checks.toml").display()
+    );
     println!();
     println!("An incident opens when both sites agree (2 rounds each); the leader's webhook lands");
     println!("in this terminal as [notification] lines. Ctrl-C stops everything.");
@@ -184,7 +213,14 @@ async fn start_receiver(cancel: CancellationToken) -> anyhow::Result<String> {
                     v["transition"].as_str().unwrap_or("?").to_uppercase(),
                     v["check"].as_str().unwrap_or("?"),
                     v["status"].as_str().unwrap_or("?"),
-                    v["sites"].as_array().map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+                    v["sites"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default(),
                     v["node_id"],
                     v["dedup_key"].as_str().unwrap_or("?"),
                 ),
@@ -194,29 +230,38 @@ async fn start_receiver(cancel: CancellationToken) -> anyhow::Result<String> {
         }),
     );
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
     });
     Ok(format!("http://{addr}/hook"))
 }
 
 fn free_udp_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     // Hold all sockets until every port is chosen so the ports differ.
-    let sockets: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))).collect::<Result<_, _>>()?;
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<_, _>>()?;
     sockets.iter().map(|s| Ok(s.local_addr()?.port())).collect()
 }
 
 async fn wait_for_leader(nodes: &[RunningNode]) -> anyhow::Result<()> {
     let wait = async {
         loop {
-            if nodes.iter().any(|n| n.raft.metrics().borrow().current_leader.is_some()) {
+            if nodes
+                .iter()
+                .any(|n| n.raft.metrics().borrow().current_leader.is_some())
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    if tokio::time::timeout(Duration::from_millis(LEADER_WAIT_MS), wait).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(LEADER_WAIT_MS), wait)
+        .await
+        .is_err()
+    {
         bail!("the demo cluster elected no leader within {LEADER_WAIT_MS} ms");
     }
     Ok(())
 }
-

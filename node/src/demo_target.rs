@@ -38,7 +38,10 @@ impl DemoTarget {
     ///
     /// # Errors
     /// When the address cannot be bound.
-    pub async fn start(addr: SocketAddr, cancel: CancellationToken) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
+    pub async fn start(
+        addr: SocketAddr,
+        cancel: CancellationToken,
+    ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let target = DemoTarget {

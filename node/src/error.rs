@@ -40,7 +40,9 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("loading TLS material failed: {0}")]
     Tls(String),
-    #[error("certificate {cert} names node {found}, but node_id is {expected}: use node-{expected}.pem")]
+    #[error(
+        "certificate {cert} names node {found}, but node_id is {expected}: use node-{expected}.pem"
+    )]
     CertIdentity {
         cert: PathBuf,
         expected: u64,

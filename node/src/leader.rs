@@ -85,11 +85,19 @@ impl Leader {
                 _ = cancel.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let Some(term) = self.leading_term() else { continue };
+            let Some(term) = self.leading_term() else {
+                continue;
+            };
             if !self.ready_in(term, &mut ready).await {
                 continue;
             }
-            if let Err(e) = self.writer.write(Command::Tick { leader_id: self.self_id }).await {
+            if let Err(e) = self
+                .writer
+                .write(Command::Tick {
+                    leader_id: self.self_id,
+                })
+                .await
+            {
                 warn!(error = %e, "committing tick failed");
             }
         }
@@ -117,7 +125,9 @@ impl Leader {
                 _ = applied.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(EFFECTS_SCAN_MS)) => {}
             }
-            let Some(term) = self.leading_term() else { continue };
+            let Some(term) = self.leading_term() else {
+                continue;
+            };
             if !self.ready_in(term, &mut ready).await {
                 continue;
             }
@@ -128,20 +138,32 @@ impl Leader {
                     .filter(|i| !in_flight.contains(&i.id))
                     // Deliver in order per incident and channel: firing before resolved.
                     .filter(|i| {
-                        !pending
-                            .iter()
-                            .any(|o| o.id < i.id && o.incident_id == i.incident_id && o.notifier == i.notifier)
+                        !pending.iter().any(|o| {
+                            o.id < i.id
+                                && o.incident_id == i.incident_id
+                                && o.notifier == i.notifier
+                        })
                     })
                     .take(NOTIFY_IN_FLIGHT_MAX.saturating_sub(in_flight.len()))
                     .map(|i| {
-                        let url = st.catalog.notifiers.iter().find(|n| n.name == i.notifier).map(|n| match &n.kind {
-                            NotifierKind::Webhook { url } => url.clone(),
-                        });
+                        let url = st
+                            .catalog
+                            .notifiers
+                            .iter()
+                            .find(|n| n.name == i.notifier)
+                            .map(|n| match &n.kind {
+                                NotifierKind::Webhook { url } => url.clone(),
+                            });
                         let body = st
                             .incidents
                             .get(&i.incident_id)
                             .map(|inc| {
-                                let b = WebhookBody::new(i, inc, st.check(&i.check).map(|c| &c.probe), self.self_id);
+                                let b = WebhookBody::new(
+                                    i,
+                                    inc,
+                                    st.check(&i.check).map(|c| &c.probe),
+                                    self.self_id,
+                                );
                                 serde_json::to_vec(&b).unwrap_or_default()
                             })
                             .unwrap_or_default();
@@ -164,15 +186,22 @@ impl Leader {
         let mut attempts = 0;
         let result = match url {
             None => Err(format!("notifier {:?} no longer exists", intent.notifier)),
-            Some(url) if body.is_empty() => Err(format!("incident {} is gone; nothing to send to {url}", intent.incident_id)),
+            Some(url) if body.is_empty() => Err(format!(
+                "incident {} is gone; nothing to send to {url}",
+                intent.incident_id
+            )),
             Some(url) => {
                 let mut last = Err(String::new());
                 while attempts < NOTIFY_ATTEMPTS_MAX {
                     if attempts > 0 {
-                        tokio::time::sleep(Duration::from_millis(NOTIFY_BACKOFF_MS << (attempts - 1))).await;
+                        tokio::time::sleep(Duration::from_millis(
+                            NOTIFY_BACKOFF_MS << (attempts - 1),
+                        ))
+                        .await;
                     }
                     attempts += 1;
-                    last = webhook::post_raw(&self.http, &url, &intent.dedup_key, body.clone()).await;
+                    last =
+                        webhook::post_raw(&self.http, &url, &intent.dedup_key, body.clone()).await;
                     if last.is_ok() {
                         break;
                     }
@@ -184,12 +213,21 @@ impl Leader {
         let delivery = match &result {
             Ok(()) => {
                 info!(intent = intent.id, check = %intent.check, transition = intent.transition.as_str(), notifier = %intent.notifier, "notification delivered");
-                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "delivered").increment(1);
-                Delivery::Delivered { leader_id: self.self_id, term }
+                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "delivered")
+                    .increment(1);
+                Delivery::Delivered {
+                    leader_id: self.self_id,
+                    term,
+                }
             }
             Err(e) => {
-                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "failed").increment(1);
-                Delivery::Failed { leader_id: self.self_id, term, error: e.clone() }
+                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "failed")
+                    .increment(1);
+                Delivery::Failed {
+                    leader_id: self.self_id,
+                    term,
+                    error: e.clone(),
+                }
             }
         };
         let outcome = Command::NotifyOutcome(NotifyOutcome {

@@ -16,14 +16,33 @@ pub const INCIDENTS_OPEN: &str = "consentry_incidents_open";
 /// Registers descriptions once per process.
 pub fn describe() {
     use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(PROBE_RESULTS_TOTAL, "Probe results produced by this node, by kind and status.");
-    describe_histogram!(PROBE_LATENCY_SECONDS, Unit::Seconds, "Probe latency by kind.");
-    describe_counter!(RESULT_BATCHES_TOTAL, "Result batches written through raft, by outcome.");
-    describe_counter!(RESULTS_DROPPED_TOTAL, "Results dropped because the backlog was full.");
-    describe_counter!(NOTIFICATIONS_TOTAL, "Notification deliveries by this node as leader, by outcome.");
+    describe_counter!(
+        PROBE_RESULTS_TOTAL,
+        "Probe results produced by this node, by kind and status."
+    );
+    describe_histogram!(
+        PROBE_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Probe latency by kind."
+    );
+    describe_counter!(
+        RESULT_BATCHES_TOTAL,
+        "Result batches written through raft, by outcome."
+    );
+    describe_counter!(
+        RESULTS_DROPPED_TOTAL,
+        "Results dropped because the backlog was full."
+    );
+    describe_counter!(
+        NOTIFICATIONS_TOTAL,
+        "Notification deliveries by this node as leader, by outcome."
+    );
     describe_gauge!(RAFT_TERM, "Current raft term.");
     describe_gauge!(RAFT_LAST_LOG_INDEX, "Last raft log index on this node.");
-    describe_gauge!(RAFT_APPLIED_INDEX, "Last log index applied to the state machine.");
+    describe_gauge!(
+        RAFT_APPLIED_INDEX,
+        "Last log index applied to the state machine."
+    );
     describe_gauge!(RAFT_IS_LEADER, "1 when this node is the raft leader.");
     describe_gauge!(CHECKS, "Checks in the applied catalog.");
     describe_gauge!(INCIDENTS_OPEN, "Incidents currently open.");

@@ -64,7 +64,10 @@ impl Poller {
                 catalog_seen = catalog_index;
                 let checks = self.state.read(|s| s.catalog.checks.clone());
                 schedule.set_checks(&checks, self.clock.monotonic_ms());
-                specs = checks.into_iter().map(|c| (c.name.clone(), Arc::new(c))).collect();
+                specs = checks
+                    .into_iter()
+                    .map(|c| (c.name.clone(), Arc::new(c)))
+                    .collect();
                 debug!(checks = specs.len(), "poller loaded catalog");
             }
             let now = self.clock.monotonic_ms();
@@ -73,7 +76,9 @@ impl Poller {
                 if in_flight.contains(&name) || in_flight.len() >= PROBES_IN_FLIGHT_MAX {
                     continue;
                 }
-                let Some(spec) = specs.get(&name).cloned() else { continue };
+                let Some(spec) = specs.get(&name).cloned() else {
+                    continue;
+                };
                 in_flight.insert(name.clone());
                 let prober = self.prober.clone();
                 let tx = tx.clone();
@@ -112,7 +117,11 @@ impl Poller {
         }
     }
 
-    async fn batcher(self: Arc<Self>, mut rx: mpsc::Receiver<ProbeResult>, cancel: CancellationToken) {
+    async fn batcher(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<ProbeResult>,
+        cancel: CancellationToken,
+    ) {
         let mut batch: Vec<ProbeResult> = Vec::new();
         let mut every = tokio::time::interval(Duration::from_millis(FLUSH_MS));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -156,12 +165,14 @@ impl Poller {
         });
         match self.writer.write(cmd).await {
             Ok(_) => {
-                ::metrics::counter!(metrics::RESULT_BATCHES_TOTAL, "outcome" => "committed").increment(1);
+                ::metrics::counter!(metrics::RESULT_BATCHES_TOTAL, "outcome" => "committed")
+                    .increment(1);
             }
             Err(e) => {
                 // Without a quorum the results cannot be agreed on; they are stale by the
                 // time one returns, so they are counted and dropped rather than queued.
-                ::metrics::counter!(metrics::RESULT_BATCHES_TOTAL, "outcome" => "failed").increment(1);
+                ::metrics::counter!(metrics::RESULT_BATCHES_TOTAL, "outcome" => "failed")
+                    .increment(1);
                 ::metrics::counter!(metrics::RESULTS_DROPPED_TOTAL).increment(n as u64);
                 warn!(results = n, error = %e, "writing result batch failed; results dropped");
             }

@@ -61,8 +61,14 @@ impl RunningNode {
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), drain).await.is_err() {
-            warn!(node_id = self.node_id, "tasks did not stop in time; aborting them");
+        if tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), drain)
+            .await
+            .is_err()
+        {
+            warn!(
+                node_id = self.node_id,
+                "tasks did not stop in time; aborting them"
+            );
             self.tasks.abort_all();
         }
         if let Err(e) = self.raft.shutdown().await {
@@ -88,7 +94,8 @@ pub async fn start(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, StartE
 }
 
 async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, StartError> {
-    let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key).map_err(|e| StartError::Tls(e.to_string()))?;
+    let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
     let cert_id = tls.node_id().map_err(|e| StartError::Tls(e.to_string()))?;
     if cert_id != cfg.node_id {
         return Err(StartError::CertIdentity {
@@ -104,10 +111,11 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         path: raft_dir.clone(),
         message: e.to_string(),
     })?;
-    let (log_store, sm) = consentry_storage::open_sled::<TypeConfig, ClusterState>(&raft_dir).map_err(|e| StartError::Storage {
-        path: raft_dir.clone(),
-        message: e.to_string(),
-    })?;
+    let (log_store, sm) = consentry_storage::open_sled::<TypeConfig, ClusterState>(&raft_dir)
+        .map_err(|e| StartError::Storage {
+            path: raft_dir.clone(),
+            message: e.to_string(),
+        })?;
     let state = sm.reader();
 
     let endpoint = transport::endpoint(cfg.listen_raft, &tls).map_err(|e| StartError::Bind {
@@ -135,7 +143,10 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let span = tracing::Span::current();
-    tasks.spawn(transport::serve(endpoint.clone(), Arc::new(raft.clone()), cancel.clone()).instrument(span.clone()));
+    tasks.spawn(
+        transport::serve(endpoint.clone(), Arc::new(raft.clone()), cancel.clone())
+            .instrument(span.clone()),
+    );
 
     initialize(&raft, cfg).await?;
 
@@ -168,11 +179,13 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         info!("probe = false: this node votes but never probes (witness)");
     }
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen_api).await.map_err(|e| StartError::Bind {
-        what: "API (HTTP)",
-        addr: cfg.listen_api,
-        message: e.to_string(),
-    })?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen_api)
+        .await
+        .map_err(|e| StartError::Bind {
+            what: "API (HTTP)",
+            addr: cfg.listen_api,
+            message: e.to_string(),
+        })?;
     let api_addr = listener.local_addr().map_err(|e| StartError::Bind {
         what: "API (HTTP)",
         addr: cfg.listen_api,
@@ -191,7 +204,8 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
     let api_cancel = cancel.clone();
     tasks.spawn(
         async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(api_cancel.cancelled_owned());
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(api_cancel.cancelled_owned());
             if let Err(e) = serve.await {
                 warn!(error = %e, "API server failed");
             }
@@ -213,7 +227,21 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
 /// Forms the cluster from `initial_member` on first start. Every member may call this with
 /// the same list; openraft accepts it only on a node with empty state.
 async fn initialize(raft: &Raft, cfg: &NodeConfig) -> Result<(), StartError> {
-    if raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+    if let Some(me) = cfg.initial_members.iter().find(|m| m.id == cfg.node_id) {
+        if me.probe != cfg.probe || me.site != cfg.site {
+            warn!(
+                member_probe = me.probe,
+                member_site = %me.site,
+                "this node's [[initial_member]] entry disagrees with its own probe/site settings; \
+                 the cluster counts sites from the members list, so fix the list on every node"
+            );
+        }
+    }
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?
+    {
         debug!("raft state found on disk; not initializing");
         return Ok(());
     }
@@ -233,8 +261,13 @@ async fn initialize(raft: &Raft, cfg: &NodeConfig) -> Result<(), StartError> {
         })
         .collect();
     match raft.initialize(members).await {
-        Ok(()) => info!(members = cfg.initial_members.len(), "initialized a new cluster from initial_member"),
-        Err(e) => debug!(error = %e, "initialize refused (another member may have started the cluster)"),
+        Ok(()) => info!(
+            members = cfg.initial_members.len(),
+            "initialized a new cluster from initial_member"
+        ),
+        Err(e) => {
+            debug!(error = %e, "initialize refused (another member may have started the cluster)")
+        }
     }
     Ok(())
 }

@@ -176,11 +176,18 @@ pub fn cluster(raft: &Raft, node_id: u64, site: &str) -> ClusterView {
             site: n.site.clone(),
             addr: n.addr.clone(),
             api: n.api.clone(),
-            role: if voters.contains(id) { "voter" } else { "learner" },
+            role: if voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            },
             probe: n.probe,
             leader: m.current_leader == Some(*id),
             lag: m.replication.as_ref().and_then(|r| {
-                r.get(id).map(|matched| last.unwrap_or(0).saturating_sub(matched.map_or(0, |l| l.index)))
+                r.get(id).map(|matched| {
+                    last.unwrap_or(0)
+                        .saturating_sub(matched.map_or(0, |l| l.index))
+                })
             }),
         })
         .collect();

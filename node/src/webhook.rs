@@ -34,9 +34,18 @@ pub struct WebhookBody<'a> {
 }
 
 impl<'a> WebhookBody<'a> {
-    pub fn new(intent: &'a NotifyIntent, incident: &'a Incident, probe: Option<&ProbeSpec>, node_id: u64) -> Self {
+    pub fn new(
+        intent: &'a NotifyIntent,
+        incident: &'a Incident,
+        probe: Option<&ProbeSpec>,
+        node_id: u64,
+    ) -> Self {
         let firing = intent.transition == consentry_cluster::model::Transition::Firing;
-        let evidence = if firing { &incident.opened_by } else { &incident.closed_by };
+        let evidence = if firing {
+            &incident.opened_by
+        } else {
+            &incident.closed_by
+        };
         WebhookBody {
             version: 1,
             dedup_key: &intent.dedup_key,
@@ -44,10 +53,16 @@ impl<'a> WebhookBody<'a> {
             check: &incident.check,
             target: probe.map(ProbeSpec::target).unwrap_or_default(),
             transition: intent.transition.as_str(),
-            status: if firing { incident.severity.as_str() } else { "OK" },
+            status: if firing {
+                incident.severity.as_str()
+            } else {
+                "OK"
+            },
             sites: evidence.iter().map(|e| e.site.as_str()).collect(),
             evidence,
-            unconfirmed: incident.unconfirmed.map(|(n, m)| format!("{n} of {m} sites")),
+            unconfirmed: incident
+                .unconfirmed
+                .map(|(n, m)| format!("{n} of {m} sites")),
             opened_at_ms: incident.opened_at_ms,
             closed_at_ms: incident.closed_at_ms,
             node_id,
@@ -59,7 +74,12 @@ impl<'a> WebhookBody<'a> {
 ///
 /// # Errors
 /// A short description when the receiver is unreachable, times out or answers non-2xx.
-pub async fn post_raw(client: &reqwest::Client, url: &str, dedup_key: &str, body: Vec<u8>) -> Result<(), String> {
+pub async fn post_raw(
+    client: &reqwest::Client,
+    url: &str,
+    dedup_key: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
     let resp = client
         .post(url)
         .timeout(Duration::from_millis(WEBHOOK_TIMEOUT_MS))

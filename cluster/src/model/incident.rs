@@ -77,8 +77,15 @@ pub struct NotifyIntent {
 /// The committed result of delivering an intent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Delivery {
-    Delivered { leader_id: u64, term: u64 },
-    Failed { leader_id: u64, term: u64, error: String },
+    Delivered {
+        leader_id: u64,
+        term: u64,
+    },
+    Failed {
+        leader_id: u64,
+        term: u64,
+        error: String,
+    },
 }
 
 /// What the leader commits after trying an intent.

@@ -21,7 +21,13 @@ pub struct ProbeResult {
 
 impl ProbeResult {
     /// Builds a result with the message cut to `RESULT_MESSAGE_BYTES_MAX`.
-    pub fn new(check: &str, status: Status, reason: Reason, latency_ms: u64, message: &str) -> Self {
+    pub fn new(
+        check: &str,
+        status: Status,
+        reason: Reason,
+        latency_ms: u64,
+        message: &str,
+    ) -> Self {
         Self {
             check: check.to_string(),
             status,
