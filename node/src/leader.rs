@@ -5,7 +5,7 @@
 //! old leader did not settle. A delivery that happened just before the old leader died may be
 //! repeated, with the same dedup key, so receivers that dedupe see it once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +106,9 @@ impl Leader {
     async fn effects(self: Arc<Self>, cancel: CancellationToken) {
         let mut applied = self.state.subscribe();
         let mut in_flight: BTreeSet<u64> = BTreeSet::new();
-        let mut deliveries: JoinSet<u64> = JoinSet::new();
+        // Task id -> intent id, so a delivery task that panics frees its intent.
+        let mut tasks: BTreeMap<tokio::task::Id, u64> = BTreeMap::new();
+        let mut deliveries: JoinSet<()> = JoinSet::new();
         let mut ready = None;
         loop {
             tokio::select! {
@@ -116,9 +118,16 @@ impl Leader {
                     while deliveries.join_next().await.is_some() {}
                     return;
                 }
-                Some(done) = deliveries.join_next() => {
-                    if let Ok(id) = done {
-                        in_flight.remove(&id);
+                Some(done) = deliveries.join_next_with_id() => {
+                    let task = match done {
+                        Ok((task, ())) => task,
+                        Err(e) => {
+                            warn!(error = %e, "a notification task failed");
+                            e.id()
+                        }
+                    };
+                    if let Some(intent) = tasks.remove(&task) {
+                        in_flight.remove(&intent);
                     }
                     continue;
                 }
@@ -172,12 +181,12 @@ impl Leader {
                     .collect()
             });
             for (intent, url, body) in todo {
-                in_flight.insert(intent.id);
+                let id = intent.id;
                 let me = self.clone();
-                deliveries.spawn(async move {
-                    me.deliver(term, intent.clone(), url, body).await;
-                    intent.id
-                });
+                let handle =
+                    deliveries.spawn(async move { me.deliver(term, intent, url, body).await });
+                in_flight.insert(id);
+                tasks.insert(handle.id(), id);
             }
         }
     }

@@ -56,8 +56,10 @@ impl Poller {
         let mut specs: BTreeMap<String, Arc<CheckSpec>> = BTreeMap::new();
         let mut catalog_seen = u64::MAX;
         let mut applied = self.state.subscribe();
-        let mut probes: JoinSet<String> = JoinSet::new();
-        let mut in_flight: BTreeSet<String> = BTreeSet::new();
+        let mut probes: JoinSet<()> = JoinSet::new();
+        // Task id -> check name, so a probe that panics still frees its check.
+        let mut in_flight: BTreeMap<tokio::task::Id, String> = BTreeMap::new();
+        let mut busy: BTreeSet<String> = BTreeSet::new();
         loop {
             let catalog_index = self.state.read(|s| s.catalog_index);
             if catalog_index != catalog_seen {
@@ -73,17 +75,16 @@ impl Poller {
             let now = self.clock.monotonic_ms();
             for name in schedule.due(now) {
                 // A probe still running from the last round is not started twice.
-                if in_flight.contains(&name) || in_flight.len() >= PROBES_IN_FLIGHT_MAX {
+                if busy.contains(&name) || busy.len() >= PROBES_IN_FLIGHT_MAX {
                     continue;
                 }
                 let Some(spec) = specs.get(&name).cloned() else {
                     continue;
                 };
-                in_flight.insert(name.clone());
                 let prober = self.prober.clone();
                 let tx = tx.clone();
                 let clock = self.clock.clone();
-                probes.spawn(async move {
+                let handle = probes.spawn(async move {
                     let mut r = prober.probe(&spec).await;
                     r.observed_at_ms = clock.wall_ms();
                     ::metrics::counter!(metrics::PROBE_RESULTS_TOTAL, "kind" => spec.probe.kind(), "status" => r.status.as_str()).increment(1);
@@ -92,8 +93,9 @@ impl Poller {
                     if tx.send(r).await.is_err() {
                         debug!(check = %spec.name, "batcher gone; result discarded at shutdown");
                     }
-                    spec.name.clone()
                 });
+                busy.insert(name.clone());
+                in_flight.insert(handle.id(), name);
             }
             let wake = schedule
                 .next_due_ms()
@@ -106,9 +108,16 @@ impl Poller {
                     while probes.join_next().await.is_some() {}
                     return;
                 }
-                Some(done) = probes.join_next() => {
-                    if let Ok(name) = done {
-                        in_flight.remove(&name);
+                Some(done) = probes.join_next_with_id() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            warn!(error = %e, "a probe task failed");
+                            e.id()
+                        }
+                    };
+                    if let Some(name) = in_flight.remove(&id) {
+                        busy.remove(&name);
                     }
                 }
                 _ = applied.changed() => {}
