@@ -108,6 +108,22 @@ pub struct TlsMaterial {
 }
 
 impl TlsMaterial {
+    /// A 32-byte secret derived from this node's private key, stable across restarts.
+    ///
+    /// Used as the QUIC stateless-reset key: a restarted node answers packets of a
+    /// connection it no longer knows with a reset its peers can verify, so they drop the
+    /// dead connection at once instead of waiting for the idle timeout.
+    pub fn stable_secret(&self, label: &str) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"consentry/");
+        ctx.update(label.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(self.key.secret_der());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
     /// Loads the cluster CA, our certificate chain and our private key from PEM files.
     ///
     /// # Errors

@@ -58,7 +58,6 @@ impl fmt::Display for Problem {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawFile {
     defaults: Option<RawDefaults>,
     #[serde(default)]
@@ -68,7 +67,6 @@ struct RawFile {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct RawDefaults {
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -79,20 +77,17 @@ struct RawDefaults {
 }
 
 #[derive(Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
 struct RawConfirm {
     sites: Option<i64>,
     rounds: Option<i64>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
 struct RawRecover {
     rounds: Option<i64>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawCheck {
     name: Spanned<String>,
     kind: Spanned<String>,
@@ -114,11 +109,124 @@ struct RawCheck {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNotifier {
     name: Spanned<String>,
     kind: Spanned<String>,
     url: Option<Spanned<String>>,
+}
+
+/// The keys each table may hold. `None`: any keys (labels). Unknown keys are reported by
+/// [`unknown_keys`] with their position, so one typo does not hide the file's other errors.
+struct Schema {
+    table: &'static str,
+    keys: &'static [(&'static str, Option<&'static Schema>)],
+}
+
+const CONFIRM_SCHEMA: Schema = Schema {
+    table: "confirm",
+    keys: &[("sites", None), ("rounds", None)],
+};
+const RECOVER_SCHEMA: Schema = Schema {
+    table: "recover",
+    keys: &[("rounds", None)],
+};
+const DEFAULTS_SCHEMA: Schema = Schema {
+    table: "[defaults]",
+    keys: &[
+        ("interval", None),
+        ("timeout", None),
+        ("confirm", Some(&CONFIRM_SCHEMA)),
+        ("recover", Some(&RECOVER_SCHEMA)),
+        ("notify", None),
+        ("labels", None),
+    ],
+};
+const CHECK_SCHEMA: Schema = Schema {
+    table: "[[check]]",
+    keys: &[
+        ("name", None),
+        ("kind", None),
+        ("host", None),
+        ("port", None),
+        ("url", None),
+        ("method", None),
+        ("expect_status", None),
+        ("body_contains", None),
+        ("tls_verify", None),
+        ("interval", None),
+        ("timeout", None),
+        ("latency_warning", None),
+        ("latency_critical", None),
+        ("confirm", Some(&CONFIRM_SCHEMA)),
+        ("recover", Some(&RECOVER_SCHEMA)),
+        ("notify", None),
+        ("labels", None),
+    ],
+};
+const NOTIFIER_SCHEMA: Schema = Schema {
+    table: "[[notifier]]",
+    keys: &[("name", None), ("kind", None), ("url", None)],
+};
+const FILE_SCHEMA: Schema = Schema {
+    table: "the top level",
+    keys: &[
+        ("defaults", Some(&DEFAULTS_SCHEMA)),
+        ("check", Some(&CHECK_SCHEMA)),
+        ("notifier", Some(&NOTIFIER_SCHEMA)),
+    ],
+};
+
+/// Every key of `text` that its table does not know, with its position.
+fn unknown_keys(text: &str) -> Vec<Problem> {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return Vec::new(); // Syntax errors are reported by the serde pass.
+    };
+    let mut out = Vec::new();
+    scan_table(text, doc.as_table(), &FILE_SCHEMA, &mut out);
+    out
+}
+
+fn scan_table(
+    text: &str,
+    table: &dyn toml_edit::TableLike,
+    schema: &Schema,
+    out: &mut Vec<Problem>,
+) {
+    for (name, item) in table.iter() {
+        let known = schema.keys.iter().find(|(k, _)| *k == name);
+        let Some((_, sub)) = known else {
+            let span = table
+                .key(name)
+                .and_then(toml_edit::Key::span)
+                .unwrap_or(0..0);
+            let p = Position::of_span(text, span);
+            let expected: Vec<&str> = schema.keys.iter().map(|(k, _)| *k).collect();
+            out.push(Problem {
+                line: p.line,
+                column: p.column,
+                message: format!(
+                    "unknown key `{name}` in {}; expected one of: {}",
+                    schema.table,
+                    expected.join(", ")
+                ),
+            });
+            continue;
+        };
+        let Some(sub) = sub else { continue };
+        if let Some(t) = item.as_table_like() {
+            scan_table(text, t, sub, out);
+        } else if let Some(tables) = item.as_array_of_tables() {
+            for t in tables.iter() {
+                scan_table(text, t, sub, out);
+            }
+        } else if let Some(array) = item.as_array() {
+            for v in array.iter() {
+                if let Some(t) = v.as_inline_table() {
+                    scan_table(text, t, sub, out);
+                }
+            }
+        }
+    }
 }
 
 /// Collects problems while resolving one file.
@@ -197,19 +305,19 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
     })?;
     let mut ck = Checker {
         text,
-        problems: Vec::new(),
+        problems: unknown_keys(text),
     };
     let defaults = raw.defaults.unwrap_or_default();
-    let d_interval = defaults
-        .interval
-        .as_ref()
-        .and_then(|v| ck.duration(v, "interval"))
-        .unwrap_or(DEFAULT_INTERVAL_MS);
-    let d_timeout = defaults
-        .timeout
-        .as_ref()
-        .and_then(|v| ck.duration(v, "timeout"))
-        .unwrap_or(DEFAULT_TIMEOUT_MS);
+    // `None` below means "given but invalid": the problem is reported once, and checks
+    // that inherit the value skip the comparisons that would only repeat it.
+    let d_interval = match &defaults.interval {
+        Some(v) => ck.duration(v, "interval"),
+        None => Some(DEFAULT_INTERVAL_MS),
+    };
+    let d_timeout = match &defaults.timeout {
+        Some(v) => ck.duration(v, "timeout"),
+        None => Some(DEFAULT_TIMEOUT_MS),
+    };
     let d_confirm_sites = defaults.confirm.as_ref().and_then(|c| {
         let span = c.span();
         ck.rounds(c.get_ref().sites, span, "confirm.sites")
@@ -374,27 +482,34 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                 None
             }
         };
-        let interval_ms = c
-            .interval
-            .as_ref()
-            .and_then(|v| ck.duration(v, "interval"))
-            .unwrap_or(d_interval);
-        if interval_ms < INTERVAL_MS_MIN {
-            let s = c.interval.as_ref().map_or(0..0, |v| v.span());
-            ck.at(s, format!("interval must be at least {INTERVAL_MS_MIN} ms"));
-        }
-        let timeout_ms = c
-            .timeout
-            .as_ref()
-            .and_then(|v| ck.duration(v, "timeout"))
-            .unwrap_or(d_timeout);
-        if timeout_ms == 0 || timeout_ms > interval_ms {
-            let s = c.timeout.as_ref().map_or(span.clone(), |v| v.span());
+        let interval_ms = match &c.interval {
+            Some(v) => ck.duration(v, "interval"),
+            None => d_interval,
+        };
+        let timeout_ms = match &c.timeout {
+            Some(v) => ck.duration(v, "timeout"),
+            None => d_timeout,
+        };
+        if let Some(iv) = interval_ms.filter(|iv| *iv < INTERVAL_MS_MIN) {
+            let s = c.interval.as_ref().map_or(span.clone(), |v| v.span());
             ck.at(
                 s,
-                format!("timeout ({timeout_ms} ms) must be more than 0 and at most the interval ({interval_ms} ms)"),
+                format!("interval ({iv} ms) must be at least {INTERVAL_MS_MIN} ms"),
             );
         }
+        if let (Some(iv), Some(to)) = (interval_ms, timeout_ms) {
+            if to == 0 || to > iv {
+                let s = c.timeout.as_ref().map_or(span.clone(), |v| v.span());
+                ck.at(
+                    s,
+                    format!(
+                        "timeout ({to} ms) must be more than 0 and at most the interval ({iv} ms)"
+                    ),
+                );
+            }
+        }
+        let interval_ms = interval_ms.unwrap_or(DEFAULT_INTERVAL_MS);
+        let timeout_ms = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         let mut latency = default_latency(kind);
         if let Some(v) = &c.latency_warning {
             latency.warn_ms = ck.duration(v, "latency_warning");
@@ -583,11 +698,25 @@ notify = ["nobody"]
     }
 
     #[test]
-    fn unknown_key_is_a_syntax_error_with_position() {
-        let errs = parse("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhots = \"x\"\n").unwrap_err();
-        assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].line, 4, "{errs:?}");
-        assert!(errs[0].message.contains("hots"), "{errs:?}");
+    fn unknown_keys_do_not_hide_other_errors() {
+        let text = "[defaults]\ntimeout = \"soon\"\ncolour = 1\n\n[[check]]\nname = \"a\"\nkind = \"tcp\"\nhots = \"x\"\nport = 22\nconfirm = { sites = 2, round = 3 }\n";
+        let errs = parse(text).unwrap_err();
+        let got: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.column)).collect();
+        // timeout, colour, missing host (the check's table), hots, confirm.round
+        assert!(got.contains(&(2, 11)), "{errs:?}");
+        assert!(got.contains(&(3, 1)), "{errs:?}");
+        assert!(got.contains(&(8, 1)), "{errs:?}");
+        assert!(got.contains(&(10, 24)), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.message.contains("needs host")),
+            "{errs:?}"
+        );
+        // The invalid default timeout is reported once, not again for every check.
+        let about_timeout = errs
+            .iter()
+            .filter(|e| e.message.starts_with("timeout"))
+            .count();
+        assert_eq!(about_timeout, 1, "{errs:?}");
     }
 
     #[test]

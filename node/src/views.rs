@@ -146,8 +146,9 @@ pub struct ClusterView {
     pub role: String,
     pub leader: Option<u64>,
     pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
+    /// 0 before anything was written or applied.
+    pub last_log_index: u64,
+    pub applied_index: u64,
     pub members: Vec<MemberView>,
 }
 
@@ -197,8 +198,8 @@ pub fn cluster(raft: &Raft, node_id: u64, site: &str) -> ClusterView {
         role: format!("{:?}", m.state),
         leader: m.current_leader,
         term: m.current_term,
-        last_log_index: last,
-        applied_index: m.last_applied.map(|l| l.index),
+        last_log_index: last.unwrap_or(0),
+        applied_index: m.last_applied.map_or(0, |l| l.index),
         members,
     }
 }

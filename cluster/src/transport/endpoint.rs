@@ -46,6 +46,14 @@ pub fn endpoint_configs(
     Ok((server, client))
 }
 
+/// The endpoint-wide settings: a stateless-reset key that survives restarts (see
+/// [`TlsMaterial::stable_secret`]).
+pub fn endpoint_config(tls: &TlsMaterial) -> quinn::EndpointConfig {
+    let secret = tls.stable_secret("quic-stateless-reset");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    quinn::EndpointConfig::new(Arc::new(key))
+}
+
 /// One UDP endpoint bound to `bind` that accepts raft connections (client certificate
 /// required) and dials peers (our certificate presented, only the cluster CA trusted).
 ///
@@ -56,8 +64,15 @@ pub fn endpoint_configs(
 /// socket cannot be bound (address in use, no runtime).
 pub fn endpoint(bind: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, TransportError> {
     let (server, client) = endpoint_configs(tls)?;
-    let mut endpoint = quinn::Endpoint::server(server, bind)
+    let socket = std::net::UdpSocket::bind(bind)
         .map_err(|source| TransportError::Bind { addr: bind, source })?;
+    let mut endpoint = quinn::Endpoint::new(
+        endpoint_config(tls),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| TransportError::Bind { addr: bind, source })?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }

@@ -21,15 +21,15 @@ mod response;
 mod server;
 
 pub use endpoint::{
-    endpoint, endpoint_configs, transport_config, IDLE_TIMEOUT_MS, KEEP_ALIVE_INTERVAL_MS,
-    STREAMS_PER_CONNECTION_MAX,
+    endpoint, endpoint_config, endpoint_configs, transport_config, IDLE_TIMEOUT_MS,
+    KEEP_ALIVE_INTERVAL_MS, STREAMS_PER_CONNECTION_MAX,
 };
 pub use error::TransportError;
 pub use factory::QuicNetworkFactory;
 pub use frame::{FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 pub use handler::RpcHandler;
 pub use network::QuicNetwork;
-pub use peer::forward_client_write;
+pub use peer::{forward_client_write, RPC_TIMEOUTS_BEFORE_REDIAL};
 pub use request::{RpcBody, RpcRequest};
 pub use response::RpcResponse;
 pub use server::{

@@ -12,6 +12,14 @@ use crate::transport::frame::{decode_body, encode_body, read_frame, write_frame}
 use crate::transport::{RpcBody, RpcRequest, RpcResponse, TransportError};
 use crate::types::{ClusterNode, NodeId, TypeConfig};
 
+/// Consecutive RPC timeouts after which the cached connection is closed and redialled.
+///
+/// Timed-out RPCs leave their streams open on a connection whose peer may be gone; once the
+/// stream limit is used up no packet leaves at all, so neither a stateless reset from a
+/// restarted peer nor anything else would end the connection before its idle timeout.
+/// Redialling costs one handshake and fails fast (unreachable) while the peer is down.
+pub const RPC_TIMEOUTS_BEFORE_REDIAL: u32 = 3;
+
 /// Calls RPCs on one peer over a connection opened on first use and replaced once it
 /// fails. The TLS server name is the peer's node name, so the handshake proves that the
 /// node at `addr` is `target`.
@@ -21,6 +29,7 @@ pub(crate) struct PeerConnection {
     target: NodeId,
     addr: String,
     connection: Option<quinn::Connection>,
+    timeouts_in_a_row: u32,
 }
 
 impl PeerConnection {
@@ -36,6 +45,7 @@ impl PeerConnection {
             target,
             addr,
             connection: None,
+            timeouts_in_a_row: 0,
         }
     }
 
@@ -66,7 +76,10 @@ impl PeerConnection {
                 target: self.target,
                 reason,
             },
-            Ok(Ok(response)) => return Ok(response),
+            Ok(Ok(response)) => {
+                self.timeouts_in_a_row = 0;
+                return Ok(response);
+            }
             Ok(Err(error)) => error,
             // Still no connection: the peer never completed a handshake.
             Err(_) if self.connection.is_none() => TransportError::ConnectTimeout {
@@ -79,8 +92,16 @@ impl PeerConnection {
                 timeout_ms: timeout.as_millis(),
             },
         };
-        if error.breaks_connection() {
-            self.connection = None;
+        if matches!(error, TransportError::RpcTimeout { .. }) {
+            self.timeouts_in_a_row += 1;
+        } else {
+            self.timeouts_in_a_row = 0;
+        }
+        if error.breaks_connection() || self.timeouts_in_a_row >= RPC_TIMEOUTS_BEFORE_REDIAL {
+            if let Some(connection) = self.connection.take() {
+                connection.close(0u32.into(), b"unresponsive; redialling");
+            }
+            self.timeouts_in_a_row = 0;
         }
         Err(error)
     }
