@@ -316,7 +316,15 @@ impl World {
     pub fn apply(&self, checks_toml: &str) -> CliOutput {
         let path = self.root.join("checks.toml");
         fs::write(&path, checks_toml).expect("write checks.toml");
-        let api = self.api(self.leader());
+        // Through a follower: writes sent to any node must reach the leader.
+        let leader = self.leader();
+        let via = self
+            .nodes
+            .iter()
+            .map(|n| n.id())
+            .find(|id| *id != leader && self.node(*id).is_running())
+            .unwrap_or(leader);
+        let api = self.api(via);
         self.cli_in(
             &self.root,
             &["apply", "-f", "checks.toml", "--api", &api],
