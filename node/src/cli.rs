@@ -154,9 +154,12 @@ pub fn main() -> ExitCode {
 fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colour only for a person at a terminal; log files and journald get plain text.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -356,12 +359,12 @@ fn print_status(v: &Value) {
             checks
                 .iter()
                 .map(|c| {
-                    let mut row = vec![
-                        s(&c["name"]),
-                        s(&c["kind"]),
-                        s(&c["verdict"]),
-                        s(&c["incident"]),
-                    ];
+                    let mut verdict = s(&c["verdict"]);
+                    let confirming = c["confirming"].as_array().map_or(0, Vec::len);
+                    if confirming > 0 {
+                        verdict.push_str(&format!(" (confirming: {confirming} site(s) failing)"));
+                    }
+                    let mut row = vec![s(&c["name"]), s(&c["kind"]), verdict, s(&c["incident"])];
                     for site in &sites {
                         let cell = c["sites"]
                             .as_array()

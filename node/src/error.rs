@@ -7,7 +7,7 @@ use crate::position::Position;
 /// Loading `node.toml` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path} failed: {source}")]
+    #[error("reading {path} failed")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -48,7 +48,7 @@ pub enum StartError {
         expected: u64,
         found: u64,
     },
-    #[error("reading API token {path} failed: {source}")]
+    #[error("reading API token {path} failed")]
     Token {
         path: PathBuf,
         source: std::io::Error,

@@ -21,6 +21,9 @@ pub struct CheckView {
     /// OK, WARNING, CRITICAL, UNKNOWN, or PENDING before any fresh result.
     pub verdict: &'static str,
     pub incident: Option<u64>,
+    /// Fresh sites whose last result is not OK while no incident is open and that are not
+    /// path suspects: an outage the quorum may be about to confirm (Nagios' soft state).
+    pub confirming: Vec<String>,
     pub interval_ms: u64,
     pub labels: std::collections::BTreeMap<String, String>,
     pub sites: Vec<SiteView>,
@@ -68,12 +71,25 @@ pub fn status(st: &ClusterState) -> StatusView {
                         .collect()
                 })
                 .unwrap_or_default();
+            let confirming = cs
+                .filter(|cs| cs.open_incident.is_none())
+                .map(|cs| {
+                    cs.eval
+                        .fresh
+                        .iter()
+                        .filter(|site| !cs.eval.path_suspect.contains(*site))
+                        .filter(|site| cs.sites.get(*site).is_some_and(|s| !s.last.status.is_ok()))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
             CheckView {
                 name: spec.name.clone(),
                 kind: spec.probe.kind(),
                 target: spec.probe.target(),
                 verdict: st.verdict(&spec.name).map_or("PENDING", |s| s.as_str()),
                 incident: cs.and_then(|c| c.open_incident),
+                confirming,
                 interval_ms: spec.interval_ms,
                 labels: spec.labels.clone(),
                 sites,
@@ -201,5 +217,84 @@ pub fn cluster(raft: &Raft, node_id: u64, site: &str) -> ClusterView {
         last_log_index: last.unwrap_or(0),
         applied_index: m.last_applied.map_or(0, |l| l.index),
         members,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use consentry_cluster::command::Command;
+    use consentry_cluster::model::{Catalog, CheckSpec, ProbeResult, Reason, ResultBatch, Status};
+    use consentry_cluster::types::ClusterNode;
+
+    use super::*;
+
+    fn state() -> (ClusterState, u64) {
+        let member = |site: &str| ClusterNode {
+            addr: "127.0.0.1:1".into(),
+            site: site.into(),
+            probe: true,
+            api: String::new(),
+        };
+        let mut st = ClusterState {
+            members: BTreeMap::from([(1, member("site-a")), (2, member("site-b"))]),
+            ..ClusterState::default()
+        };
+        let mut check = CheckSpec::for_test("web");
+        check.notify.clear();
+        st.apply_command(
+            1,
+            &Command::ApplyCatalog(Catalog {
+                checks: vec![check],
+                notifiers: vec![],
+            }),
+        );
+        (st, 1)
+    }
+
+    fn round(st: &mut ClusterState, index: &mut u64, a: Status, b: Status) {
+        for (node, site, status) in [(1, "site-a", a), (2, "site-b", b)] {
+            *index += 1;
+            let results = vec![ProbeResult::new("web", status, Reason::None, 1, "")];
+            st.apply_command(
+                *index,
+                &Command::Results(ResultBatch {
+                    node_id: node,
+                    site: site.into(),
+                    results,
+                }),
+            );
+        }
+    }
+
+    #[test]
+    fn confirming_shows_unconfirmed_failures_only() {
+        let (mut st, mut i) = state();
+        round(&mut st, &mut i, Status::Ok, Status::Ok);
+        round(&mut st, &mut i, Status::Critical, Status::Critical);
+        let v = status(&st);
+        assert_eq!(v.checks[0].verdict, "OK", "one round confirms nothing");
+        assert_eq!(v.checks[0].confirming, vec!["site-a", "site-b"]);
+
+        round(&mut st, &mut i, Status::Critical, Status::Critical);
+        let v = status(&st);
+        assert_eq!(v.checks[0].verdict, "CRITICAL");
+        assert!(v.checks[0].incident.is_some());
+        assert!(
+            v.checks[0].confirming.is_empty(),
+            "confirmed: nothing left to confirm"
+        );
+
+        let (mut st, mut i) = state();
+        for _ in 0..3 {
+            round(&mut st, &mut i, Status::Critical, Status::Ok);
+        }
+        let v = status(&st);
+        assert!(v.checks[0].sites[0].path_suspect);
+        assert!(
+            v.checks[0].confirming.is_empty(),
+            "a path suspect is not an outage being confirmed"
+        );
     }
 }
