@@ -93,9 +93,84 @@ pub async fn post_raw(
     if status.is_success() {
         return Ok(());
     }
-    let text = resp.text().await.unwrap_or_default();
+    let text = read_prefix(resp, WEBHOOK_ERROR_BODY_BYTES_MAX).await;
     Err(format!(
         "POST {url}: HTTP {status}: {}",
         consentry_cluster::model::truncate(&text, WEBHOOK_ERROR_BODY_BYTES_MAX)
     ))
+}
+
+/// Reads at most `max` bytes of a response body (a receiver that answers an error with a
+/// gigabyte costs us `max`), lossily as text.
+async fn read_prefix(mut resp: reqwest::Response, max: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(max - body.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A receiver that answers every request with `status` and then streams `body_bytes`.
+    async fn receiver(status: u16, body_bytes: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let head =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {body_bytes}\r\n\r\n");
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let chunk = vec![b'x'; 64 * 1024];
+                    let mut left = body_bytes;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if s.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/hook")
+    }
+
+    #[tokio::test]
+    async fn delivery_outcomes() {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let ok = receiver(204, 0).await;
+        assert_eq!(post_raw(&client, &ok, "k", b"{}".to_vec()).await, Ok(()));
+
+        // A receiver that answers an error with a huge body: bounded error text.
+        let huge = receiver(500, 512 * 1024 * 1024).await;
+        let err = post_raw(&client, &huge, "k", b"{}".to_vec())
+            .await
+            .unwrap_err();
+        assert!(err.contains("HTTP 500"), "{err}");
+        assert!(
+            err.len() < WEBHOOK_ERROR_BODY_BYTES_MAX + 200,
+            "{} bytes",
+            err.len()
+        );
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = format!("http://{}/hook", listener.local_addr().unwrap());
+        drop(listener);
+        let err = post_raw(&client, &closed, "k", b"{}".to_vec())
+            .await
+            .unwrap_err();
+        assert!(err.starts_with(&format!("POST {closed}")), "{err}");
+    }
 }
