@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Catalog, NotifyOutcome, ResultBatch};
 
 /// A replicated command. Every variant is applied by `ClusterState::apply`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Replace checks and notifiers (`consentry apply`).
     ApplyCatalog(Catalog),
@@ -30,25 +30,89 @@ pub enum CommandResponse {
 mod tests {
     use super::*;
     use crate::model::{
-        CheckSpec, Delivery, NotifierKind, NotifierSpec, ProbeResult, ProbeSpec, Reason, Status,
-        StatusRange,
+        BannerProtocol, BannerSpec, CheckSpec, Credentials, Delivery, DnsSpec, HttpSpec, IcmpSpec,
+        NagiosSpec, NotifierKind, NotifierSpec, Perf, ProbeResult, ProbeSpec, Reason, SqlEngine,
+        SqlSpec, Status, StatusRange, TlsMode, TlsSpec,
     };
+
+    fn every_kind() -> Vec<ProbeSpec> {
+        let cred = Some(Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        });
+        vec![
+            ProbeSpec::Icmp(IcmpSpec {
+                host: "127.0.0.1".into(),
+                packets: 3,
+                rtt_warn_ms: Some(200),
+                rtt_crit_ms: None,
+                loss_warn_pct: Some(20),
+                loss_crit_pct: Some(60),
+            }),
+            ProbeSpec::Http(HttpSpec {
+                url: "http://127.0.0.1/".into(),
+                method: "GET".into(),
+                expect_status: vec![StatusRange { lo: 200, hi: 399 }],
+                body_contains: Some("ok".into()),
+                body_regex: Some("o+k".into()),
+                tls_verify: true,
+                redirects_max: 5,
+                basic_auth: cred.clone(),
+                layer4_on_401: true,
+            }),
+            ProbeSpec::Dns(DnsSpec {
+                server: "127.0.0.1".into(),
+                port: 53,
+                query: "example.test".into(),
+                record: "A".into(),
+                expect: vec!["192.0.2.1".into()],
+            }),
+            ProbeSpec::Banner(BannerSpec {
+                protocol: BannerProtocol::Smtp,
+                host: "127.0.0.1".into(),
+                port: 25,
+                tls: TlsMode::StartTls,
+                tls_verify: false,
+                ehlo: Some("monitor.test".into()),
+            }),
+            ProbeSpec::Sql(SqlSpec {
+                engine: SqlEngine::Postgres,
+                host: "127.0.0.1".into(),
+                port: 5432,
+                credentials: cred,
+                database: Some("postgres".into()),
+                query: None,
+            }),
+            ProbeSpec::Tls(TlsSpec {
+                host: "127.0.0.1".into(),
+                port: 443,
+                server_name: None,
+                starttls: Some(BannerProtocol::Imap),
+                days_warn: 30,
+                days_crit: 14,
+                verify_chain: true,
+            }),
+            ProbeSpec::Nagios(NagiosSpec {
+                argv: vec!["/usr/lib/nagios/plugins/check_dummy".into(), "0".into()],
+            }),
+        ]
+    }
 
     /// Every command must survive the codec: serde features that need `deserialize_any`
     /// (internally tagged enums, flatten, untagged) do not work with bincode.
     #[test]
     fn every_command_roundtrips_through_the_codec() {
-        let mut http = CheckSpec::for_test("web");
-        http.probe = ProbeSpec::Http {
-            url: "http://127.0.0.1/".into(),
-            method: "GET".into(),
-            expect_status: vec![StatusRange { lo: 200, hi: 399 }],
-            body_contains: Some("ok".into()),
-            tls_verify: true,
-        };
+        let mut checks = vec![CheckSpec::for_test("tcp")];
+        for (i, probe) in every_kind().into_iter().enumerate() {
+            let mut c = CheckSpec::for_test(&format!("c{i}"));
+            c.probe = probe;
+            checks.push(c);
+        }
+        let mut perf = Perf::new("rta", 0.25, "ms");
+        perf.warn = Some(200.0);
         let commands = vec![
             Command::ApplyCatalog(Catalog {
-                checks: vec![CheckSpec::for_test("tcp"), http],
+                checks,
                 notifiers: vec![NotifierSpec {
                     name: "ops".into(),
                     kind: NotifierKind::Webhook {
@@ -65,7 +129,8 @@ mod tests {
                     Reason::Refused,
                     3,
                     "refused",
-                )],
+                )
+                .with_perfdata([perf])],
             }),
             Command::Tick { leader_id: 1 },
             Command::NotifyOutcome(NotifyOutcome {

@@ -27,7 +27,7 @@ pub const DONE_INTENTS_MAX: usize = 10_000;
 pub const BATCH_RESULTS_MAX: usize = 50_000;
 
 /// One probing site's view of one check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SiteState {
     pub consecutive_fail: u32,
     pub consecutive_ok: u32,
@@ -41,7 +41,7 @@ pub struct SiteState {
 }
 
 /// Per-check replicated state.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CheckState {
     pub sites: BTreeMap<String, SiteState>,
     pub open_incident: Option<u64>,
@@ -50,7 +50,7 @@ pub struct CheckState {
 }
 
 /// Everything the cluster agrees on.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ClusterState {
     pub catalog: Catalog,
     /// Log index of the last applied catalog (0: none yet).

@@ -174,7 +174,11 @@ async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 async fn checks(State(s): State<Arc<ApiState>>) -> Response {
-    let body = s.state.read(|st| json!({ "catalog_index": st.catalog_index, "checks": st.catalog.checks, "notifiers": st.catalog.notifiers }));
+    // Passwords are replicated to every prober but never shown to readers.
+    let body = s.state.read(|st| {
+        let checks: Vec<_> = st.catalog.checks.iter().map(|c| c.redacted()).collect();
+        json!({ "catalog_index": st.catalog_index, "checks": checks, "notifiers": st.catalog.notifiers })
+    });
     Json(body).into_response()
 }
 

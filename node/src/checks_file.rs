@@ -4,13 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use consentry_cluster::model::{
-    Catalog, CheckSpec, Confirm, Latency, NotifierKind, NotifierSpec, ProbeSpec, Recover,
-    StatusRange,
-};
+use consentry_cluster::model::{Catalog, CheckSpec, Confirm, NotifierKind, NotifierSpec, Recover};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::check_kinds::{self, kind_keys, COMMON_KEYS};
 use crate::duration::parse_ms;
 use crate::position::Position;
 
@@ -21,27 +19,11 @@ pub const CHECKS_MAX: usize = 20_000;
 /// Longest check or notifier name.
 pub const NAME_BYTES_MAX: usize = 128;
 
-/// Defaults when neither the check nor `[defaults]` says (see docs/checks.md).
+/// Defaults when neither the check nor `[defaults]` says (see docs/configuration.md).
 pub const DEFAULT_INTERVAL_MS: u64 = 60_000;
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_CONFIRM_ROUNDS: u32 = 2;
 pub const DEFAULT_RECOVER_ROUNDS: u32 = 2;
 pub const INTERVAL_MS_MIN: u64 = 1_000;
-
-/// Seed 000's thresholds: HTTP(S) WARNING over 5 s, CRITICAL over 10 s; a plain port
-/// WARNING from 6 s, CRITICAL from 11 s.
-fn default_latency(kind: &str) -> Latency {
-    match kind {
-        "http" | "https" => Latency {
-            warn_ms: Some(5_000),
-            crit_ms: Some(10_000),
-        },
-        _ => Latency {
-            warn_ms: Some(6_000),
-            crit_ms: Some(11_000),
-        },
-    }
-}
 
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,35 +59,62 @@ struct RawDefaults {
 }
 
 #[derive(Deserialize, Clone, Copy)]
-struct RawConfirm {
+pub(crate) struct RawConfirm {
     sites: Option<i64>,
     rounds: Option<i64>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
-struct RawRecover {
+pub(crate) struct RawRecover {
     rounds: Option<i64>,
 }
 
+/// A `[[check]]` table as written: every key of every kind (which keys apply to which
+/// kind is checked by the key scan and [`check_kinds::probe_spec`]).
 #[derive(Deserialize)]
-struct RawCheck {
-    name: Spanned<String>,
-    kind: Spanned<String>,
-    host: Option<Spanned<String>>,
-    port: Option<Spanned<i64>>,
-    url: Option<Spanned<String>>,
-    method: Option<Spanned<String>>,
-    expect_status: Option<Spanned<String>>,
-    body_contains: Option<String>,
-    tls_verify: Option<bool>,
-    interval: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    latency_warning: Option<Spanned<String>>,
-    latency_critical: Option<Spanned<String>>,
-    confirm: Option<Spanned<RawConfirm>>,
-    recover: Option<Spanned<RawRecover>>,
-    notify: Option<Vec<Spanned<String>>>,
-    labels: Option<BTreeMap<String, String>>,
+pub(crate) struct RawCheck {
+    pub(crate) name: Spanned<String>,
+    pub(crate) kind: Spanned<String>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) port: Option<Spanned<i64>>,
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) method: Option<Spanned<String>>,
+    pub(crate) expect_status: Option<Spanned<String>>,
+    pub(crate) body_contains: Option<String>,
+    pub(crate) body_regex: Option<Spanned<String>>,
+    pub(crate) tls_verify: Option<bool>,
+    pub(crate) redirects: Option<Spanned<i64>>,
+    pub(crate) basic_auth_user: Option<String>,
+    pub(crate) basic_auth_password: Option<String>,
+    pub(crate) layer4_on_401: Option<bool>,
+    pub(crate) server: Option<Spanned<String>>,
+    pub(crate) query: Option<Spanned<String>>,
+    pub(crate) record: Option<Spanned<String>>,
+    pub(crate) expect: Option<Vec<String>>,
+    pub(crate) tls: Option<Spanned<String>>,
+    pub(crate) ehlo: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) database: Option<String>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) starttls: Option<Spanned<String>>,
+    pub(crate) days_warning: Option<Spanned<i64>>,
+    pub(crate) days_critical: Option<Spanned<i64>>,
+    pub(crate) verify_chain: Option<bool>,
+    pub(crate) packets: Option<Spanned<i64>>,
+    pub(crate) rtt_warning: Option<Spanned<String>>,
+    pub(crate) rtt_critical: Option<Spanned<String>>,
+    pub(crate) loss_warning: Option<Spanned<i64>>,
+    pub(crate) loss_critical: Option<Spanned<i64>>,
+    pub(crate) command: Option<Spanned<Vec<String>>>,
+    pub(crate) interval: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) latency_warning: Option<Spanned<String>>,
+    pub(crate) latency_critical: Option<Spanned<String>>,
+    pub(crate) confirm: Option<Spanned<RawConfirm>>,
+    pub(crate) recover: Option<Spanned<RawRecover>>,
+    pub(crate) notify: Option<Vec<Spanned<String>>>,
+    pub(crate) labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -141,26 +150,13 @@ const DEFAULTS_SCHEMA: Schema = Schema {
         ("labels", None),
     ],
 };
+/// `[[check]]`: the nested tables; which plain keys apply depends on the check's kind
+/// ([`check_kinds::kind_keys`]).
 const CHECK_SCHEMA: Schema = Schema {
     table: "[[check]]",
     keys: &[
-        ("name", None),
-        ("kind", None),
-        ("host", None),
-        ("port", None),
-        ("url", None),
-        ("method", None),
-        ("expect_status", None),
-        ("body_contains", None),
-        ("tls_verify", None),
-        ("interval", None),
-        ("timeout", None),
-        ("latency_warning", None),
-        ("latency_critical", None),
         ("confirm", Some(&CONFIRM_SCHEMA)),
         ("recover", Some(&RECOVER_SCHEMA)),
-        ("notify", None),
-        ("labels", None),
     ],
 };
 const NOTIFIER_SCHEMA: Schema = Schema {
@@ -192,27 +188,75 @@ fn scan_table(
     schema: &Schema,
     out: &mut Vec<Problem>,
 ) {
+    // A check's plain keys depend on its kind; an unknown kind is reported elsewhere, so
+    // then every kind's keys are allowed rather than flagging each one.
+    let check_kind = std::ptr::eq(schema, &CHECK_SCHEMA)
+        .then(|| table.get("kind").and_then(|k| k.as_str()).unwrap_or(""));
+    let kind_allowed = |name: &str| -> Result<(), String> {
+        let Some(kind) = check_kind else {
+            return Err(String::new());
+        };
+        if COMMON_KEYS.contains(&name) {
+            return Ok(());
+        }
+        match kind_keys(kind) {
+            Some(keys) if keys.contains(&name) => Ok(()),
+            Some(keys) => {
+                let any_kind = check_kinds::KINDS
+                    .iter()
+                    .any(|k| kind_keys(k).is_some_and(|ks| ks.contains(&name)));
+                if any_kind {
+                    Err(format!(
+                        "key `{name}` does not apply to kind {kind:?}; it takes: {}",
+                        keys.join(", ")
+                    ))
+                } else {
+                    Err(format!(
+                        "unknown key `{name}` in [[check]] of kind {kind:?}; it takes: {}, {}",
+                        COMMON_KEYS.join(", "),
+                        keys.join(", ")
+                    ))
+                }
+            }
+            None if check_kinds::KINDS
+                .iter()
+                .any(|k| kind_keys(k).is_some_and(|ks| ks.contains(&name))) =>
+            {
+                Ok(())
+            }
+            None => Err(format!("unknown key `{name}` in [[check]]")),
+        }
+    };
     for (name, item) in table.iter() {
         let known = schema.keys.iter().find(|(k, _)| *k == name);
-        let Some((_, sub)) = known else {
+        if known.is_none() {
+            let message = match kind_allowed(name) {
+                Ok(()) => continue,
+                Err(m) if !m.is_empty() => m,
+                Err(_) => {
+                    let expected: Vec<&str> = schema.keys.iter().map(|(k, _)| *k).collect();
+                    format!(
+                        "unknown key `{name}` in {}; expected one of: {}",
+                        schema.table,
+                        expected.join(", ")
+                    )
+                }
+            };
             let span = table
                 .key(name)
                 .and_then(toml_edit::Key::span)
                 .unwrap_or(0..0);
             let p = Position::of_span(text, span);
-            let expected: Vec<&str> = schema.keys.iter().map(|(k, _)| *k).collect();
             out.push(Problem {
                 line: p.line,
                 column: p.column,
-                message: format!(
-                    "unknown key `{name}` in {}; expected one of: {}",
-                    schema.table,
-                    expected.join(", ")
-                ),
+                message,
             });
             continue;
+        }
+        let Some((_, Some(sub))) = known else {
+            continue;
         };
-        let Some(sub) = sub else { continue };
         if let Some(t) = item.as_table_like() {
             scan_table(text, t, sub, out);
         } else if let Some(tables) = item.as_array_of_tables() {
@@ -230,13 +274,13 @@ fn scan_table(
 }
 
 /// Collects problems while resolving one file.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     text: &'a str,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+    pub(crate) fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
         let p = Position::of_span(self.text, span);
         self.problems.push(Problem {
             line: p.line,
@@ -245,7 +289,7 @@ impl Checker<'_> {
         });
     }
 
-    fn duration(&mut self, v: &Spanned<String>, what: &str) -> Option<u64> {
+    pub(crate) fn duration(&mut self, v: &Spanned<String>, what: &str) -> Option<u64> {
         match parse_ms(v.get_ref()) {
             Ok(ms) => Some(ms),
             Err(e) => {
@@ -314,10 +358,9 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         Some(v) => ck.duration(v, "interval"),
         None => Some(DEFAULT_INTERVAL_MS),
     };
-    let d_timeout = match &defaults.timeout {
-        Some(v) => ck.duration(v, "timeout"),
-        None => Some(DEFAULT_TIMEOUT_MS),
-    };
+    // Outer None: [defaults] does not say (each check then uses min(15 s, its interval)).
+    let d_timeout: Option<Option<u64>> =
+        defaults.timeout.as_ref().map(|v| ck.duration(v, "timeout"));
     let d_confirm_sites = defaults.confirm.as_ref().and_then(|c| {
         let span = c.span();
         ck.rounds(c.get_ref().sites, span, "confirm.sites")
@@ -355,7 +398,7 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         }
         match n.kind.get_ref().as_str() {
             "webhook" => match &n.url {
-                Some(url) if valid_http_url(url.get_ref()) => notifiers.push(NotifierSpec {
+                Some(url) if check_kinds::valid_http_url(url.get_ref()) => notifiers.push(NotifierSpec {
                     name: n.name.get_ref().clone(),
                     kind: NotifierKind::Webhook {
                         url: url.get_ref().clone(),
@@ -389,106 +432,15 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
             );
         }
         let kind = c.kind.get_ref().as_str();
-        let probe = match kind {
-            "tcp" => {
-                let host = match &c.host {
-                    Some(h) if !h.get_ref().trim().is_empty() => Some(h.get_ref().clone()),
-                    Some(h) => {
-                        ck.at(h.span(), "host must not be empty");
-                        None
-                    }
-                    None => {
-                        ck.at(span.clone(), "a tcp check needs host = \"...\"");
-                        None
-                    }
-                };
-                let port = match &c.port {
-                    Some(p) => match u16::try_from(*p.get_ref()) {
-                        Ok(port) if port > 0 => Some(port),
-                        _ => {
-                            ck.at(
-                                p.span(),
-                                format!("port must be 1-65535, got {}", p.get_ref()),
-                            );
-                            None
-                        }
-                    },
-                    None => {
-                        ck.at(span.clone(), "a tcp check needs port = N");
-                        None
-                    }
-                };
-                host.zip(port)
-                    .map(|(host, port)| ProbeSpec::Tcp { host, port })
-            }
-            "http" | "https" => {
-                let url = match &c.url {
-                    Some(u) if valid_http_url(u.get_ref()) => Some(u.get_ref().clone()),
-                    Some(u) => {
-                        ck.at(
-                            u.span(),
-                            format!("url {:?} must start with http:// or https://", u.get_ref()),
-                        );
-                        None
-                    }
-                    None => {
-                        ck.at(
-                            span.clone(),
-                            format!("a {kind} check needs url = \"http://...\""),
-                        );
-                        None
-                    }
-                };
-                let method = match &c.method {
-                    None => Some("GET".to_string()),
-                    Some(m) => match m.get_ref().to_ascii_uppercase().as_str() {
-                        "GET" => Some("GET".into()),
-                        "HEAD" => Some("HEAD".into()),
-                        _ => {
-                            ck.at(
-                                m.span(),
-                                format!("method {:?}: use GET or HEAD", m.get_ref()),
-                            );
-                            None
-                        }
-                    },
-                };
-                let expect = match &c.expect_status {
-                    None => Some(vec![StatusRange { lo: 200, hi: 399 }]),
-                    Some(s) => match parse_status_ranges(s.get_ref()) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            ck.at(s.span(), e);
-                            None
-                        }
-                    },
-                };
-                match (url, method, expect) {
-                    (Some(url), Some(method), Some(expect_status)) => Some(ProbeSpec::Http {
-                        url,
-                        method,
-                        expect_status,
-                        body_contains: c.body_contains.clone(),
-                        tls_verify: c.tls_verify.unwrap_or(true),
-                    }),
-                    _ => None,
-                }
-            }
-            other => {
-                ck.at(
-                    c.kind.span(),
-                    format!("unknown check kind {other:?}; supported now: tcp, http, https"),
-                );
-                None
-            }
-        };
+        let probe = check_kinds::probe_spec(kind, c, span.clone(), &mut ck);
         let interval_ms = match &c.interval {
             Some(v) => ck.duration(v, "interval"),
             None => d_interval,
         };
-        let timeout_ms = match &c.timeout {
-            Some(v) => ck.duration(v, "timeout"),
-            None => d_timeout,
+        let timeout_ms = match (&c.timeout, d_timeout) {
+            (Some(v), _) => ck.duration(v, "timeout"),
+            (None, Some(d)) => d,
+            (None, None) => interval_ms.map(|iv| iv.min(check_kinds::DEFAULT_TIMEOUT_MS)),
         };
         if let Some(iv) = interval_ms.filter(|iv| *iv < INTERVAL_MS_MIN) {
             let s = c.interval.as_ref().map_or(span.clone(), |v| v.span());
@@ -509,8 +461,8 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
             }
         }
         let interval_ms = interval_ms.unwrap_or(DEFAULT_INTERVAL_MS);
-        let timeout_ms = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-        let mut latency = default_latency(kind);
+        let timeout_ms = timeout_ms.unwrap_or(check_kinds::DEFAULT_TIMEOUT_MS);
+        let mut latency = check_kinds::default_latency(kind);
         if let Some(v) = &c.latency_warning {
             latency.warn_ms = ck.duration(v, "latency_warning");
         }
@@ -582,36 +534,12 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
     }
 }
 
-fn valid_http_url(s: &str) -> bool {
-    (s.starts_with("http://") || s.starts_with("https://"))
-        && s.len() > "https://".len()
-        && !s.contains(char::is_whitespace)
-}
-
-/// Parses `"200-399"`, `"200,301-302"`.
-fn parse_status_ranges(s: &str) -> Result<Vec<StatusRange>, String> {
-    let bad =
-        || format!("expect_status {s:?}: use codes and ranges like \"200-399\" or \"200,301-302\"");
-    let mut out = Vec::new();
-    for part in s.split(',') {
-        let part = part.trim();
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let lo: u16 = lo.parse().map_err(|_| bad())?;
-        let hi: u16 = hi.parse().map_err(|_| bad())?;
-        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-            return Err(bad());
-        }
-        out.push(StatusRange { lo, hi });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
+    use consentry_cluster::model::{Latency, StatusRange};
+
     use super::*;
+    use crate::check_kinds::parse_status_ranges;
 
     const GOOD: &str = r#"
 [defaults]

@@ -43,6 +43,9 @@ enum Command {
         #[arg(long = "file", short = 'f')]
         file: PathBuf,
     },
+    /// Run checks once from this machine, without a cluster, and print the results. Exit
+    /// code: the worst status, Nagios-style (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Probe(ProbeArgs),
     /// Replace the cluster's checks and notifiers with those in a file (replicated).
     Apply {
         #[arg(long = "file", short = 'f')]
@@ -66,6 +69,27 @@ enum Command {
     /// Read and operate the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Benchmarks: print figures and a ratio against a peer run beside them.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    #[arg(long = "file", short = 'f')]
+    file: PathBuf,
+    /// Only these checks (repeatable); all when absent.
+    #[arg(long = "check")]
+    checks: Vec<String>,
+    /// The local address probes leave from.
+    #[arg(long)]
+    source_ip: Option<std::net::IpAddr>,
+    /// Directories nagios plugins may run from (repeatable; default: Debian's).
+    #[arg(long = "plugin-dir")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Print JSON (one result per check, with perfdata).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -237,6 +261,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Probe(args) => probe_once(args).await,
+        Command::Bench(command) => crate::bench::run(command).await,
         Command::Apply { file, api } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -281,6 +307,90 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_or(&api, &v, print_cluster)
         }
     }
+}
+
+/// Probes run at once by `consentry probe`.
+const PROBE_ONCE_CONCURRENCY_MAX: usize = 64;
+
+async fn probe_once(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    use futures::StreamExt;
+
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let catalog = match checks_file::parse(&text) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!(
+                    "{}:{}:{}: {}",
+                    args.file.display(),
+                    p.line,
+                    p.column,
+                    p.message
+                );
+            }
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let unknown: Vec<&String> = args
+        .checks
+        .iter()
+        .filter(|n| !catalog.checks.iter().any(|c| &c.name == *n))
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!("no check named {unknown:?} in {}", args.file.display());
+    }
+    let selected: Vec<_> = catalog
+        .checks
+        .into_iter()
+        .filter(|c| args.checks.is_empty() || args.checks.contains(&c.name))
+        .collect();
+    let plugin_dirs = if args.plugin_dirs.is_empty() {
+        crate::config::default_plugin_dirs()
+    } else {
+        args.plugin_dirs
+    };
+    let prober = crate::probe::Prober::new(crate::probe::ProbeConfig {
+        source_ip: args.source_ip,
+        plugin_dirs,
+    });
+    let results: Vec<_> = futures::stream::iter(selected.iter().map(|c| prober.probe(c)))
+        .buffered(PROBE_ONCE_CONCURRENCY_MAX)
+        .collect()
+        .await;
+    let worst = results
+        .iter()
+        .map(|r| r.status)
+        .max_by_key(|s| s.severity())
+        .unwrap_or(consentry_cluster::model::Status::Ok);
+    if args.json {
+        let rows: Vec<Value> = selected
+            .iter()
+            .zip(&results)
+            .map(|(c, r)| serde_json::json!({ "check": c.name, "kind": c.probe.kind(), "target": c.probe.target(), "result": r }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let rows: Vec<Vec<String>> = selected
+            .iter()
+            .zip(&results)
+            .map(|(c, r)| {
+                vec![
+                    c.name.clone(),
+                    c.probe.kind().to_string(),
+                    r.status.to_string(),
+                    r.reason.to_string(),
+                    format!("{} ms", r.latency_ms),
+                    r.message.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &["CHECK", "KIND", "STATUS", "REASON", "LATENCY", "MESSAGE"],
+            &rows,
+        );
+    }
+    Ok(ExitCode::from(worst.nagios_code()))
 }
 
 async fn shutdown_signal() {

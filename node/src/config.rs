@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub listen_api: SocketAddr,
     pub probe: bool,
     pub probe_source_ip: Option<IpAddr>,
+    /// Directories `nagios` checks may run plugins from.
+    pub plugin_dirs: Vec<PathBuf>,
     pub tls: TlsPaths,
     pub token_file: PathBuf,
     pub initial_members: Vec<Member>,
@@ -52,6 +54,7 @@ struct RawNode {
     #[serde(default = "yes")]
     probe: bool,
     probe_source_ip: Option<String>,
+    plugin_dirs: Option<Vec<PathBuf>>,
     tls: RawTls,
     api: RawApi,
     #[serde(default)]
@@ -86,6 +89,14 @@ struct RawMember {
 
 fn yes() -> bool {
     true
+}
+
+/// Where Debian's monitoring-plugins (and Nagios') install their plugins.
+pub fn default_plugin_dirs() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from("/usr/lib/nagios/plugins"),
+        PathBuf::from("/usr/lib/monitoring-plugins"),
+    ]
 }
 
 impl NodeConfig {
@@ -182,6 +193,7 @@ impl NodeConfig {
             listen_api,
             probe: raw.probe,
             probe_source_ip,
+            plugin_dirs: raw.plugin_dirs.unwrap_or_else(default_plugin_dirs),
             tls: TlsPaths {
                 ca: abs(raw.tls.ca),
                 cert: abs(raw.tls.cert),
@@ -212,6 +224,7 @@ impl NodeConfig {
             listen_api: SocketAddr::from(([127, 0, 0, 1], 0)),
             probe: true,
             probe_source_ip: None,
+            plugin_dirs: default_plugin_dirs(),
             tls: TlsPaths {
                 ca: dir.join("ca.pem"),
                 cert: dir.join("node-1.pem"),

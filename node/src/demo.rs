@@ -84,6 +84,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             listen_api: SocketAddr::from((Ipv4Addr::LOCALHOST, api_ports[i])),
             probe: *probe,
             probe_source_ip: None,
+            plugin_dirs: crate::config::default_plugin_dirs(),
             tls: TlsPaths {
                 ca: certs.join("ca.pem"),
                 cert: certs.join(format!("node-{id}.pem")),

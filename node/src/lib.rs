@@ -10,6 +10,8 @@
 //! these with the real socket, clock and stores; [`cli`] and [`demo`] drive it.
 
 pub mod api;
+pub mod bench;
+pub mod check_kinds;
 pub mod checks_file;
 pub mod cli;
 pub mod client;

@@ -23,7 +23,7 @@ use crate::demo_target::DemoTarget;
 use crate::error::StartError;
 use crate::leader::Leader;
 use crate::poller::Poller;
-use crate::probe::Prober;
+use crate::probe::{ProbeConfig, Prober};
 use crate::writer::Writer;
 
 /// Raft timing: a dead leader is replaced in about two seconds.
@@ -167,7 +167,10 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
 
     if cfg.probe {
         let poller = Arc::new(Poller {
-            prober: Arc::new(Prober::new(cfg.probe_source_ip)),
+            prober: Arc::new(Prober::new(ProbeConfig {
+                source_ip: cfg.probe_source_ip,
+                plugin_dirs: cfg.plugin_dirs.clone(),
+            })),
             state: state.clone(),
             writer: writer.clone(),
             clock: seams.clock.clone(),

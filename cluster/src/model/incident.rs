@@ -6,7 +6,7 @@ use super::result::ProbeResult;
 use super::status::Status;
 
 /// One agreeing site's evidence when an incident opened or closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub site: String,
     pub consecutive: u32,
@@ -31,7 +31,7 @@ impl Transition {
 }
 
 /// An incident: opened when a quorum of fresh sites agreed the check is down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// The log index of the entry that opened it: unique and identical on every replica.
     pub id: u64,

@@ -6,15 +6,50 @@ use super::status::{Reason, Status};
 
 /// Longest result message kept; longer messages are cut at a char boundary.
 pub const RESULT_MESSAGE_BYTES_MAX: usize = 256;
+/// Performance data items kept per result.
+pub const PERFDATA_ITEMS_MAX: usize = 16;
+/// Longest perfdata label or unit kept.
+pub const PERF_LABEL_BYTES_MAX: usize = 64;
+
+/// One Nagios performance data item: `label=value[unit];[warn];[crit];[min];[max]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Perf {
+    pub label: String,
+    pub value: f64,
+    /// `s`, `ms`, `us`, `%`, `B`, `KB`, `MB`, `TB`, `c` or empty.
+    pub unit: String,
+    pub warn: Option<f64>,
+    pub crit: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Perf {
+    /// A plain measurement (bounded label and unit).
+    pub fn new(label: &str, value: f64, unit: &str) -> Self {
+        Self {
+            label: truncate(label, PERF_LABEL_BYTES_MAX),
+            value,
+            unit: truncate(unit, PERF_LABEL_BYTES_MAX),
+            warn: None,
+            crit: None,
+            min: None,
+            max: None,
+        }
+    }
+}
 
 /// One probe outcome at one site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeResult {
     pub check: String,
     pub status: Status,
     pub reason: Reason,
     pub latency_ms: u64,
     pub message: String,
+    /// Measurements (at most `PERFDATA_ITEMS_MAX`): phase timings, RTT, loss, days left,
+    /// a plugin's own perfdata.
+    pub perfdata: Vec<Perf>,
     /// The probing node's wall clock, for display only; decisions never compare clocks.
     pub observed_at_ms: u64,
 }
@@ -34,8 +69,16 @@ impl ProbeResult {
             reason,
             latency_ms,
             message: truncate(message, RESULT_MESSAGE_BYTES_MAX),
+            perfdata: Vec::new(),
             observed_at_ms: 0,
         }
+    }
+
+    /// Adds measurements, keeping at most `PERFDATA_ITEMS_MAX`.
+    pub fn with_perfdata(mut self, perf: impl IntoIterator<Item = Perf>) -> Self {
+        let room = PERFDATA_ITEMS_MAX.saturating_sub(self.perfdata.len());
+        self.perfdata.extend(perf.into_iter().take(room));
+        self
     }
 }
 
@@ -52,7 +95,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Results flushed by one node in one raft entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultBatch {
     pub node_id: u64,
     pub site: String,

@@ -68,6 +68,8 @@ pub enum Reason {
     CertExpiring,
     BadStatus,
     BodyMismatch,
+    /// The server refused the monitor's credentials.
+    Auth,
     Protocol,
     Slow,
     Plugin,
@@ -86,6 +88,7 @@ impl Reason {
             Reason::CertExpiring => "cert_expiring",
             Reason::BadStatus => "bad_status",
             Reason::BodyMismatch => "body_mismatch",
+            Reason::Auth => "auth",
             Reason::Protocol => "protocol",
             Reason::Slow => "slow",
             Reason::Plugin => "plugin",

@@ -1,48 +1,108 @@
 //! Probes: one attempt against one target, bounded by the check's timeout, turned into a
 //! `ProbeResult`.
 //!
-//! Each kind (`tcp`, `http`) returns an [`Outcome`] that says what it found; the
-//! [`Prober`] times the whole attempt, cuts it off at `timeout_ms`, and applies the
-//! latency thresholds. Results leave with `observed_at_ms = 0`; the poller stamps them.
+//! Each kind returns an [`Outcome`] that says what it found (status, reason, message,
+//! measurements); the [`Prober`] times the whole attempt, cuts it off at `timeout_ms`, and
+//! applies the latency thresholds. Results leave with `observed_at_ms = 0`; the poller
+//! stamps them. Kinds share what is expensive to build through [`ProbeContext`] (TLS
+//! configurations), never connections: every probe opens its own.
 
+mod banner;
+mod cert;
+mod dns;
 mod http;
+mod icmp;
+mod nagios;
+mod perfdata;
+mod sql;
 mod tcp;
+mod tls_config;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use consentry_cluster::model::{CheckSpec, Latency, ProbeResult, ProbeSpec, Reason, Status};
+use consentry_cluster::model::{CheckSpec, Latency, Perf, ProbeResult, ProbeSpec, Reason, Status};
 
 pub use http::{HTTP_BODY_BYTES_MAX, HTTP_REDIRECTS_MAX};
+pub use icmp::ECHO_REQUESTS_MAX as ICMP_ECHO_REQUESTS_MAX;
 pub use tcp::RESOLVED_ADDRESSES_MAX;
 
-/// Runs probes from this node, optionally leaving from a fixed source address so that
-/// customers can allow-list it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where probes leave from and what they may run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// The local address probes leave from (what customers allow-list); any when `None`.
+    pub source_ip: Option<IpAddr>,
+    /// Directories `nagios` plugins may be run from (node.toml `plugin_dirs`).
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// What probes of every kind share: configuration and prebuilt TLS client settings.
+#[derive(Debug)]
+pub struct ProbeContext {
+    pub config: ProbeConfig,
+    /// Verifies server certificates against the bundled web PKI roots.
+    pub tls_verified: Arc<rustls::ClientConfig>,
+    /// Accepts any server certificate (`tls_verify = false`), still negotiating real TLS.
+    pub tls_unverified: Arc<rustls::ClientConfig>,
+}
+
+impl ProbeContext {
+    pub fn tls(&self, verify: bool) -> Arc<rustls::ClientConfig> {
+        if verify {
+            self.tls_verified.clone()
+        } else {
+            self.tls_unverified.clone()
+        }
+    }
+
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        self.config.source_ip
+    }
+}
+
+/// Runs probes from this node.
+#[derive(Debug, Clone)]
 pub struct Prober {
-    source_ip: Option<IpAddr>,
+    ctx: Arc<ProbeContext>,
 }
 
 /// What one kind of probe found, before timing: the prober adds the latency and applies
 /// the thresholds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Outcome {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Outcome {
     status: Status,
     reason: Reason,
     /// For OK outcomes, what succeeded ("connected", "HTTP 200"); the prober appends the
     /// latency. Otherwise the whole human message.
     message: String,
+    /// Measurements the kind took (phase timings, RTT, days left, a plugin's perfdata).
+    perfdata: Vec<Perf>,
 }
 
 impl Prober {
-    /// A prober whose connections leave from `source_ip` (any local address when `None`).
-    pub fn new(source_ip: Option<IpAddr>) -> Self {
-        Self { source_ip }
+    /// A prober leaving from `source_ip` with no plugin directories, for tests.
+    pub fn for_test(source_ip: Option<IpAddr>) -> Self {
+        Self::new(ProbeConfig {
+            source_ip,
+            plugin_dirs: Vec::new(),
+        })
+    }
+
+    /// A prober with `config`; builds the shared TLS settings once.
+    pub fn new(config: ProbeConfig) -> Self {
+        let ctx = ProbeContext {
+            config,
+            tls_verified: tls_config::verified(),
+            tls_unverified: tls_config::unverified(),
+        };
+        Self { ctx: Arc::new(ctx) }
     }
 
     /// The address probes leave from, if fixed.
     pub fn source_ip(&self) -> Option<IpAddr> {
-        self.source_ip
+        self.ctx.config.source_ip
     }
 
     /// Probes `check` once. Never fails: every problem, including the prober's own
@@ -54,13 +114,14 @@ impl Prober {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future closes whatever sockets it opened, and probes share
-    /// no state.
+    /// no connections.
     pub async fn probe(&self, check: &CheckSpec) -> ProbeResult {
         // Probes measure elapsed time locally; it is never compared across machines.
         #[allow(clippy::disallowed_methods)]
         let started = tokio::time::Instant::now();
-        let attempt = self.attempt(&check.probe);
-        let timed = tokio::time::timeout(Duration::from_millis(check.timeout_ms), attempt).await;
+        let timeout = Duration::from_millis(check.timeout_ms);
+        let attempt = self.attempt(&check.probe, timeout);
+        let timed = tokio::time::timeout(timeout, attempt).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match timed {
             Ok(outcome) => result_of(&check.name, outcome, latency_ms, check.latency),
@@ -74,61 +135,90 @@ impl Prober {
         }
     }
 
-    async fn attempt(&self, probe: &ProbeSpec) -> Outcome {
+    async fn attempt(&self, probe: &ProbeSpec, timeout: Duration) -> Outcome {
+        let ctx = &self.ctx;
         match probe {
-            ProbeSpec::Tcp { host, port } => tcp::probe(host, *port, self.source_ip).await,
-            ProbeSpec::Http {
-                url,
-                method,
-                expect_status,
-                body_contains,
-                tls_verify,
-            } => {
-                http::probe(
-                    url,
-                    method,
-                    expect_status,
-                    body_contains.as_deref(),
-                    *tls_verify,
-                    self.source_ip,
-                )
-                .await
-            }
+            ProbeSpec::Tcp(spec) => tcp::probe(&spec.host, spec.port, ctx.source_ip()).await,
+            ProbeSpec::Icmp(spec) => icmp::probe(spec, ctx, timeout).await,
+            ProbeSpec::Http(spec) => http::probe(spec, ctx).await,
+            ProbeSpec::Dns(spec) => dns::probe(spec, ctx, timeout).await,
+            ProbeSpec::Banner(spec) => banner::probe(spec, ctx).await,
+            ProbeSpec::Sql(spec) => sql::probe(spec, ctx).await,
+            ProbeSpec::Tls(spec) => cert::probe(spec, ctx).await,
+            ProbeSpec::Nagios(spec) => nagios::probe(spec, ctx, timeout).await,
         }
     }
 }
 
 impl Outcome {
-    fn ok(what: impl Into<String>) -> Self {
+    pub(crate) fn ok(what: impl Into<String>) -> Self {
         Self {
             status: Status::Ok,
             reason: Reason::None,
             message: what.into(),
+            perfdata: Vec::new(),
         }
     }
 
-    fn critical(reason: Reason, message: impl Into<String>) -> Self {
+    pub(crate) fn warning(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            status: Status::Warning,
+            reason,
+            message: message.into(),
+            perfdata: Vec::new(),
+        }
+    }
+
+    pub(crate) fn critical(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             status: Status::Critical,
             reason,
             message: message.into(),
+            perfdata: Vec::new(),
         }
     }
 
     /// The prober could not judge the target (its own configuration or environment is
     /// at fault), Nagios UNKNOWN.
-    fn unknown(message: impl Into<String>) -> Self {
+    pub(crate) fn unknown(message: impl Into<String>) -> Self {
         Self {
             status: Status::Unknown,
             reason: Reason::Internal,
             message: message.into(),
+            perfdata: Vec::new(),
         }
+    }
+
+    /// Any status, for kinds that map a foreign verdict (a plugin's exit code).
+    pub(crate) fn with_status(status: Status, reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+            perfdata: Vec::new(),
+        }
+    }
+
+    /// Adds measurements.
+    pub(crate) fn perf(mut self, perf: impl IntoIterator<Item = Perf>) -> Self {
+        self.perfdata.extend(perf);
+        self
     }
 }
 
 /// Turns a finished attempt into a result, applying the latency thresholds to OK outcomes
 /// only: a failure stays the failure it is, however long it took.
 fn result_of(check: &str, outcome: Outcome, latency_ms: u64, latency: Latency) -> ProbeResult {
+    let perf = outcome.perfdata.clone();
+    result_of_inner(check, outcome, latency_ms, latency).with_perfdata(perf)
+}
+
+fn result_of_inner(
+    check: &str,
+    outcome: Outcome,
+    latency_ms: u64,
+    latency: Latency,
+) -> ProbeResult {
     if !outcome.status.is_ok() {
         return ProbeResult::new(
             check,

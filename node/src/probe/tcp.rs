@@ -41,23 +41,29 @@ enum ConnectError {
 /// Connects to `host:port`, trying its addresses in resolver order, and reports the
 /// first success or the last failure.
 pub(super) async fn probe(host: &str, port: u16, source_ip: Option<IpAddr>) -> Outcome {
+    match connect_any(host, port, source_ip).await {
+        Ok(_stream) => Outcome::ok("connected"),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Connects to `host:port` from `source_ip` as [`probe`] does, for kinds that go on to
+/// speak a protocol over the connection.
+///
+/// # Errors
+///
+/// The outcome the TCP probe would report: the resolution failure, or the last
+/// address's connect failure.
+pub(super) async fn connect_any(
+    host: &str,
+    port: u16,
+    source_ip: Option<IpAddr>,
+) -> Result<TcpStream, Outcome> {
     let addrs = match resolve(host, port, source_ip).await {
         Ok(addrs) => addrs,
-        Err(e) => return outcome_of_dns(&e),
+        Err(e) => return Err(outcome_of_dns(&e)),
     };
-    let mut last = None;
-    for addr in addrs {
-        match connect(addr, source_ip).await {
-            Ok(_stream) => return Outcome::ok("connected"),
-            Err(e) => last = Some(e),
-        }
-    }
-    match last {
-        Some(ConnectError::Local(message)) => Outcome::unknown(message),
-        Some(ConnectError::Connect(e)) => outcome_of_io(&e),
-        // `resolve` never returns an empty list; this only keeps the match total.
-        None => Outcome::critical(Reason::Dns, format!("{host} resolves to no address")),
-    }
+    connect_first(&addrs, source_ip).await
 }
 
 /// Resolves `host` (a name or an IP literal) to at most `RESOLVED_ADDRESSES_MAX`
@@ -129,6 +135,31 @@ pub(super) fn outcome_of_io(e: &io::Error) -> Outcome {
     }
 }
 
+/// Connects to the first of `addrs` (already resolved) that accepts, in order, from
+/// `source_ip`: the connect half of [`connect_any`], for kinds that time resolution and
+/// connection separately.
+///
+/// # Errors
+///
+/// The outcome the TCP probe would report for the last address's failure.
+pub(super) async fn connect_first(
+    addrs: &[SocketAddr],
+    source_ip: Option<IpAddr>,
+) -> Result<TcpStream, Outcome> {
+    let mut last = None;
+    for &addr in addrs {
+        match connect(addr, source_ip).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(ConnectError::Local(message)) => Outcome::unknown(message),
+        Some(ConnectError::Connect(e)) => outcome_of_io(&e),
+        None => Outcome::critical(Reason::Unreachable, "no address to connect to"),
+    })
+}
+
 /// One connection attempt, bound to `source_ip` first when set.
 async fn connect(addr: SocketAddr, source_ip: Option<IpAddr>) -> Result<TcpStream, ConnectError> {
     let socket = if addr.is_ipv4() {
@@ -161,10 +192,10 @@ mod tests {
 
     fn tcp_check(host: &str, port: u16) -> CheckSpec {
         let mut check = CheckSpec::for_test("tcp-test");
-        check.probe = ProbeSpec::Tcp {
+        check.probe = ProbeSpec::Tcp(consentry_cluster::model::TcpSpec {
             host: host.to_string(),
             port,
-        };
+        });
         check.timeout_ms = 2_000;
         check
     }
@@ -179,7 +210,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let accept = tokio::spawn(async move { listener.accept().await.map(|(_, peer)| peer) });
-        let result = Prober::new(Some(source_ip))
+        let result = Prober::for_test(Some(source_ip))
             .probe(&tcp_check("127.0.0.1", port))
             .await;
         assert_eq!(result.status, Status::Ok, "{result:?}");
@@ -195,7 +226,9 @@ mod tests {
     async fn open_port_is_ok() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let result = Prober::default().probe(&tcp_check("127.0.0.1", port)).await;
+        let result = Prober::for_test(None)
+            .probe(&tcp_check("127.0.0.1", port))
+            .await;
         assert_eq!(result.status, Status::Ok, "{result:?}");
         assert_eq!(result.reason, Reason::None);
         assert!(
@@ -212,7 +245,9 @@ mod tests {
         // `localhost` may resolve to ::1 first; the probe must go on to 127.0.0.1.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let result = Prober::default().probe(&tcp_check("localhost", port)).await;
+        let result = Prober::for_test(None)
+            .probe(&tcp_check("localhost", port))
+            .await;
         assert_eq!(result.status, Status::Ok, "{result:?}");
     }
 
@@ -221,7 +256,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        let result = Prober::default().probe(&tcp_check("127.0.0.1", port)).await;
+        let result = Prober::for_test(None)
+            .probe(&tcp_check("127.0.0.1", port))
+            .await;
         assert_eq!(result.status, Status::Critical, "{result:?}");
         assert_eq!(result.reason, Reason::Refused);
         assert_eq!(result.message, "connection refused");
@@ -244,7 +281,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let source = "::1".parse().expect("ip");
-        let result = Prober::new(Some(source))
+        let result = Prober::for_test(Some(source))
             .probe(&tcp_check("127.0.0.1", port))
             .await;
         assert_eq!(result.status, Status::Critical, "{result:?}");
@@ -257,7 +294,7 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         // TEST-NET-1: reserved for documentation, never configured on a host.
         let source = "192.0.2.1".parse().expect("ip");
-        let result = Prober::new(Some(source))
+        let result = Prober::for_test(Some(source))
             .probe(&tcp_check("127.0.0.1", port))
             .await;
         assert_eq!(result.status, Status::Unknown, "{result:?}");
