@@ -24,6 +24,7 @@ macro_rules! info {
 }
 
 mod harness;
+mod servers;
 mod t05_demo;
 mod t10_cluster;
 mod t20_incident;
@@ -31,3 +32,5 @@ mod t30_path;
 mod t40_failover;
 mod t50_restart_tls;
 mod t60_bad_input;
+mod t70_probes_real;
+mod t75_conformance;

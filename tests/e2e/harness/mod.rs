@@ -20,8 +20,10 @@ use std::fmt;
 use std::time::Duration;
 
 pub use checks::ChecksFile;
+pub use cli::run_cli;
 pub use node::clean_env;
 pub use poll::{hold_for, wait_until, Deadline};
+pub use ports::free_tcp_port;
 pub use receiver::Receiver;
 pub use target::Target;
 pub use views::{id_string, ClusterView};
