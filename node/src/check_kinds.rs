@@ -741,6 +741,12 @@ body_regex = "(unclosed"
 name = "f"
 kind = "http"
 url = "http://admin:hunter2@h/"
+
+[[check]]
+name = "g"
+kind = "icmp"
+host = "h"
+latency_warning = "100ms"
 "#;
         let errs = parse(text).unwrap_err();
         let msgs: Vec<String> = errs
@@ -753,6 +759,8 @@ url = "http://admin:hunter2@h/"
             "need user",
             "tls \"yes\"",
             "body_regex",
+            "user:password@",
+            "rtt_warning / rtt_critical",
         ] {
             assert!(
                 msgs.iter().any(|m| m.contains(needle)),

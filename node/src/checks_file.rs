@@ -463,6 +463,16 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         let interval_ms = interval_ms.unwrap_or(DEFAULT_INTERVAL_MS);
         let timeout_ms = timeout_ms.unwrap_or(check_kinds::DEFAULT_TIMEOUT_MS);
         let mut latency = check_kinds::default_latency(kind);
+        if kind == "icmp" {
+            // An icmp probe's duration includes the spacing between its echo requests, so
+            // it says nothing about the round trip: that is what rtt_* judge.
+            for v in [&c.latency_warning, &c.latency_critical]
+                .into_iter()
+                .flatten()
+            {
+                ck.at(v.span(), "icmp checks judge the round trip with rtt_warning / rtt_critical, not latency_*");
+            }
+        }
         if let Some(v) = &c.latency_warning {
             latency.warn_ms = ck.duration(v, "latency_warning");
         }
