@@ -841,6 +841,7 @@ mod tests {
 
     use super::fake::{tls_server, Fake, Step};
     use super::*;
+    use crate::probe::test_support::assert_verdict;
     use crate::probe::Prober;
 
     const CHECK_TIMEOUT_MS: u64 = 3_000;
@@ -884,14 +885,6 @@ mod tests {
 
     fn perf_labels(result: &ProbeResult) -> Vec<&str> {
         result.perfdata.iter().map(|p| p.label.as_str()).collect()
-    }
-
-    fn assert_verdict(result: &ProbeResult, status: Status, reason: Reason) {
-        assert_eq!(
-            (result.status, result.reason),
-            (status, reason),
-            "{result:?}"
-        );
     }
 
     #[test]

@@ -212,6 +212,7 @@ mod tests {
 
     use super::*;
     use crate::probe::banner::fake::{days_from, tls_server, Fake, Step, TEST_STEP_MS};
+    use crate::probe::test_support::assert_verdict;
     use crate::probe::Prober;
 
     const CHECK_TIMEOUT_MS: u64 = 3_000;
@@ -268,14 +269,6 @@ mod tests {
             left == days || left == days - 1.0,
             "{left}: {}",
             result.message
-        );
-    }
-
-    fn assert_verdict(result: &ProbeResult, status: Status, reason: Reason) {
-        assert_eq!(
-            (result.status, result.reason),
-            (status, reason),
-            "{result:?}"
         );
     }
 

@@ -16,6 +16,8 @@ mod nagios;
 mod perfdata;
 mod sql;
 mod tcp;
+#[cfg(test)]
+mod test_support;
 mod tls_config;
 
 use std::net::IpAddr;

@@ -257,54 +257,16 @@ impl ErrorFields {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-
-    use consentry_cluster::model::{CheckSpec, ProbeSpec, SqlEngine, Status};
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::task::JoinHandle;
+    use consentry_cluster::model::{CheckSpec, SqlEngine, Status};
+    use tokio::net::TcpStream;
 
     use super::*;
+    use crate::probe::test_support::{finish, serve_once as serve, sql_check};
     use crate::probe::Prober;
-
-    /// Bound on any one test step, so a regression fails instead of hanging.
-    const TEST_STEP_MS: u64 = 5_000;
+    use tokio::task::JoinHandle;
 
     fn check(port: u16, credentials: Option<(&str, &str)>) -> CheckSpec {
-        let mut check = CheckSpec::for_test("pg-test");
-        check.probe = ProbeSpec::Sql(SqlSpec {
-            engine: SqlEngine::Postgres,
-            host: "127.0.0.1".to_string(),
-            port,
-            credentials: credentials.map(|(user, password)| Credentials {
-                user: user.to_string(),
-                password: password.to_string(),
-            }),
-            database: Some("app".to_string()),
-            query: None,
-        });
-        check.timeout_ms = 2_000;
-        check
-    }
-
-    async fn serve<F, Fut>(script: F) -> (u16, JoinHandle<()>)
-    where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let task = tokio::spawn(async move {
-            let (socket, _) = listener.accept().await.expect("accept");
-            script(socket).await;
-        });
-        (port, task)
-    }
-
-    async fn finish(task: JoinHandle<()>) {
-        tokio::time::timeout(Duration::from_millis(TEST_STEP_MS), task)
-            .await
-            .expect("server finished in time")
-            .expect("server task");
+        sql_check(SqlEngine::Postgres, port, credentials)
     }
 
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {
