@@ -34,3 +34,4 @@ mod t50_restart_tls;
 mod t60_bad_input;
 mod t70_probes_real;
 mod t75_conformance;
+mod t80_hostile;

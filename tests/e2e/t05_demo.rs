@@ -28,26 +28,26 @@ impl Drop for Demo {
 }
 
 /// Three consecutive free TCP ports (the demo's APIs use port, port+1, port+2).
+///
+/// Searched below Linux's ephemeral range (32768-60999 by default), where outgoing
+/// connections of other tests and programs take ports at random and would make
+/// consecutive free ports rare; the start varies with the process id so parallel runs
+/// do not collide.
 fn three_free_ports() -> u16 {
-    for _ in 0..50 {
-        let Ok(first) = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)) else {
-            continue;
-        };
-        let Ok(addr) = first.local_addr() else {
-            continue;
-        };
-        let p = addr.port();
-        if p > 65_000 {
-            continue;
-        }
-        let rest: Vec<_> = (1..3)
-            .filter_map(|i| TcpListener::bind((Ipv4Addr::LOCALHOST, p + i)).ok())
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_000;
+    let span = (HIGH - LOW) / 3;
+    let start = std::process::id() % span;
+    for i in 0..span {
+        let base = u16::try_from(LOW + ((start + i) % span) * 3).expect("below 32000");
+        let held: Vec<_> = (0..3)
+            .map_while(|k| TcpListener::bind((Ipv4Addr::LOCALHOST, base + k)).ok())
             .collect();
-        if rest.len() == 2 {
-            return p;
+        if held.len() == 3 {
+            return base;
         }
     }
-    panic!("no three consecutive free loopback ports");
+    panic!("no three consecutive free loopback ports in {LOW}-{HIGH}");
 }
 
 fn http(port: u16, method: &str, path: &str) -> Result<String, String> {

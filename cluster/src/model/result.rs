@@ -68,7 +68,7 @@ impl ProbeResult {
             status,
             reason,
             latency_ms,
-            message: truncate(message, RESULT_MESSAGE_BYTES_MAX),
+            message: truncate(&displayable(message), RESULT_MESSAGE_BYTES_MAX),
             perfdata: Vec::new(),
             observed_at_ms: 0,
         }
@@ -80,6 +80,27 @@ impl ProbeResult {
         self.perfdata.extend(perf.into_iter().take(room));
         self
     }
+}
+
+/// `s` without control characters and invisible formatting characters (bidi overrides,
+/// zero-width marks): messages carry text from targets, possibly hostile ones, to
+/// dashboards, terminals and webhooks.
+pub fn displayable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
+        .collect()
+}
+
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// Cuts `s` to at most `max` bytes on a char boundary.
@@ -100,4 +121,22 @@ pub struct ResultBatch {
     pub node_id: u64,
     pub site: String,
     pub results: Vec<ProbeResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Reason, Status};
+
+    #[test]
+    fn messages_from_targets_are_displayable() {
+        let hostile = "220 ok\u{202E}gnp.exe\u{200B}\x1b[31m\r\nnext";
+        let r = ProbeResult::new("c", Status::Ok, Reason::None, 1, hostile);
+        assert_eq!(r.message, "220 okgnp.exe[31m next");
+        let long = "あ".repeat(200);
+        let r = ProbeResult::new("c", Status::Ok, Reason::None, 1, &long);
+        assert!(
+            r.message.len() <= RESULT_MESSAGE_BYTES_MAX && r.message.chars().all(|c| c == 'あ')
+        );
+    }
 }

@@ -60,6 +60,57 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    let mut running = spawn(cwd, args, env);
+    let code = wait_with_deadline(&mut running.child, &running.command);
+    running.finish(code)
+}
+
+/// What the kernel measured of one finished `consentry` process.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// From just before the spawn to the reap.
+    pub wall: Duration,
+    /// Peak resident set size (`ru_maxrss`), in KiB as Linux reports it.
+    pub max_rss_kib: u64,
+}
+
+/// [`run_cli`], reaping the process with `wait4` to learn its peak memory as well.
+pub fn run_cli_measured<I, S>(cwd: &Path, args: I, env: &[(&str, &str)]) -> (CliOutput, Usage)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let started = now();
+    let mut running = spawn(cwd, args, env);
+    let (code, max_rss_kib) = wait4_with_deadline(&mut running.child, &running.command);
+    let wall = now().saturating_duration_since(started);
+    (running.finish(code), Usage { wall, max_rss_kib })
+}
+
+/// A started command whose output is being drained.
+struct Running {
+    command: String,
+    child: Child,
+    stdout: JoinHandle<String>,
+    stderr: JoinHandle<String>,
+}
+
+impl Running {
+    fn finish(self, code: Option<i32>) -> CliOutput {
+        CliOutput {
+            command: self.command,
+            code,
+            stdout: join_output(self.stdout),
+            stderr: join_output(self.stderr),
+        }
+    }
+}
+
+fn spawn<I, S>(cwd: &Path, args: I, env: &[(&str, &str)]) -> Running
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<String> = args
         .into_iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
@@ -89,12 +140,11 @@ where
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
-    let code = wait_with_deadline(&mut child, &command);
-    CliOutput {
+    Running {
         command,
-        code,
-        stdout: join_output(stdout),
-        stderr: join_output(stderr),
+        child,
+        stdout,
+        stderr,
     }
 }
 
@@ -128,5 +178,39 @@ fn wait_with_deadline(child: &mut Child, command: &str) -> Option<i32> {
             panic!("`{command}` did not finish within {CLI_TIMEOUT:?}; killed it");
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reaps `child` with `wait4` (which `Child::try_wait` cannot do: it drops the resource
+/// usage), killing it after [`CLI_TIMEOUT`]. Returns the exit code (`None` when killed by
+/// a signal) and the peak RSS in KiB.
+fn wait4_with_deadline(child: &mut Child, command: &str) -> (Option<i32>, u64) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let start = now();
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: rusage is plain data; all-zero bytes are a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our own unreaped child (std reaps only in wait/try_wait, which
+        // this path never calls); the pointers are valid for the call.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            let max_rss_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+            return (code, max_rss_kib);
+        }
+        if reaped == -1 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            panic!("wait4 for `{command}`: {e}");
+        }
+        if now().saturating_duration_since(start) >= CLI_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{command}` did not finish within {CLI_TIMEOUT:?}; killed it");
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }

@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use checks::ChecksFile;
-pub use cli::run_cli;
+pub use cli::{run_cli, run_cli_measured};
 pub use node::clean_env;
 pub use poll::{hold_for, wait_until, Deadline};
 pub use ports::free_tcp_port;
