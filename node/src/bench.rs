@@ -1,19 +1,21 @@
 //! `consentry bench probes`: how many fresh-connection TCP and HTTP probes per second the
-//! real [`Prober`] sustains against a local target, and, from the same run, what
-//! prometheus-blackbox-exporter does with the same load on the same target.
+//! real [`Prober`] sustains against local targets, and, from the same run, what
+//! prometheus-blackbox-exporter does with the same load on the same targets.
 //!
 //! A benchmark, never a test: it prints figures, latency percentiles, CPU time per probe,
 //! memory and the ratio against blackbox_exporter as markdown, and asserts nothing about
 //! speed. Each phase is a closed loop: `concurrency` workers each run one probe after
-//! another until the phase's time is up. Phases run one after the other, never at once,
-//! because the prober, the target and blackbox_exporter share the machine's cores.
-//! `ops/bench/probes.sh` starts nginx and blackbox_exporter on loopback and runs this.
+//! another until the phase's time is up, taking the phase's destinations in turn (one
+//! round-robin shared by all workers), as a prober with many targets spreads its probes.
+//! Phases run one after the other, never at once, because the prober, the target and
+//! blackbox_exporter share the machine's cores. `ops/bench/probes.sh` starts nginx on
+//! several loopback addresses and blackbox_exporter, and runs this.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +39,8 @@ const BENCH_SECONDS_MAX: u64 = 600;
 /// Most workers `--concurrency` allows (each holds a socket, and a keep-alive connection to
 /// blackbox_exporter in its phases).
 const BENCH_CONCURRENCY_MAX: u64 = 4096;
+/// Most destinations per probe kind (`--tcp`, `--http-url` repeated).
+const BENCH_DESTINATIONS_MAX: usize = 64;
 /// Timeout of the benchmark's checks: the checks-file default.
 const BENCH_PROBE_TIMEOUT_MS: u64 = 5_000;
 /// Failure messages kept per phase to show what went wrong.
@@ -63,19 +67,22 @@ const LATENCY_BUCKETS: usize = (64 - LATENCY_SUB_BITS as usize + 1) << LATENCY_S
 /// Benchmarks.
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Fresh-connection TCP and HTTP probes per second against a local target, beside
-    /// prometheus-blackbox-exporter on the same target (ops/bench/probes.sh sets both up).
+    /// Fresh-connection TCP and HTTP probes per second against local targets, beside
+    /// prometheus-blackbox-exporter on the same targets (ops/bench/probes.sh sets both up).
     Probes(ProbesArgs),
 }
 
 #[derive(Args)]
 pub struct ProbesArgs {
-    /// The page HTTP probes GET (expecting 2xx); must be on loopback.
-    #[arg(long)]
-    http_url: String,
-    /// Where TCP probes connect, HOST:PORT; must be on loopback.
-    #[arg(long)]
-    tcp: String,
+    /// A page HTTP probes GET (expecting 2xx); must be on loopback. Repeat it to probe
+    /// several destinations in turn.
+    #[arg(long = "http-url", value_name = "URL", required = true)]
+    http_urls: Vec<String>,
+    /// Where TCP probes connect, HOST:PORT; must be on loopback. Repeat it to probe several
+    /// destinations in turn: with one, a client that closes first runs out of source ports
+    /// to that one address and port (docs/benchmarks.md, "The TCP ceiling").
+    #[arg(long = "tcp", value_name = "HOST:PORT", required = true)]
+    tcp: Vec<String>,
     /// Length of each phase in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=BENCH_SECONDS_MAX))]
     seconds: u64,
@@ -132,6 +139,94 @@ impl Kind {
     }
 }
 
+/// The destinations of one probe kind, probed in turn.
+struct Targets {
+    kind: Kind,
+    /// The production check for each destination.
+    checks: Vec<CheckSpec>,
+    /// Each destination as given: blackbox_exporter's `target` and the report's label.
+    names: Vec<String>,
+}
+
+impl Targets {
+    /// Checks `--tcp` destinations: HOST:PORT on loopback.
+    async fn tcp(names: &[String]) -> anyhow::Result<Self> {
+        destinations_within_bound("--tcp", names)?;
+        let mut checks = Vec::with_capacity(names.len());
+        for name in names {
+            let (host, port) = split_host_port(name)
+                .with_context(|| format!("--tcp {name:?}: expected HOST:PORT"))?;
+            ensure_loopback("--tcp", &host, port).await?;
+            checks.push(tcp_check(&host, port));
+        }
+        Ok(Self {
+            kind: Kind::Tcp,
+            checks,
+            names: names.to_vec(),
+        })
+    }
+
+    /// Checks `--http-url` destinations: URLs on loopback.
+    async fn http(urls: &[String]) -> anyhow::Result<Self> {
+        destinations_within_bound("--http-url", urls)?;
+        let mut checks = Vec::with_capacity(urls.len());
+        for url in urls {
+            let (host, port) = url_host_port(url)?;
+            ensure_loopback("--http-url", &host, port).await?;
+            checks.push(http_check(url));
+        }
+        Ok(Self {
+            kind: Kind::Http,
+            checks,
+            names: urls.to_vec(),
+        })
+    }
+
+    /// The report's label: the destination, or the first and last and how many.
+    fn label(&self) -> String {
+        match self.names.as_slice() {
+            [one] => one.clone(),
+            [first, .., last] => format!("{} destinations: {first} … {last}", self.names.len()),
+            [] => String::new(),
+        }
+    }
+}
+
+fn destinations_within_bound(flag: &str, names: &[String]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        bail!("{flag}: at least one destination is needed");
+    }
+    if names.len() > BENCH_DESTINATIONS_MAX {
+        bail!(
+            "{flag} given {} times: at most {BENCH_DESTINATIONS_MAX} destinations per probe kind",
+            names.len()
+        );
+    }
+    Ok(())
+}
+
+/// Hands the destinations of a phase out in turn to all its workers, so each destination
+/// gets the same share of the probes whichever worker is free first.
+struct RoundRobin {
+    next: AtomicUsize,
+    len: usize,
+}
+
+impl RoundRobin {
+    fn new(len: usize) -> Self {
+        assert!(len > 0, "a phase has at least one destination");
+        Self {
+            next: AtomicUsize::new(0),
+            len,
+        }
+    }
+
+    /// The index of the destination to probe next.
+    fn next(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.len
+    }
+}
+
 /// Where a blackbox_exporter listens.
 #[derive(Debug, Clone)]
 struct Blackbox {
@@ -144,62 +239,65 @@ struct Blackbox {
 async fn probes(args: ProbesArgs) -> anyhow::Result<ExitCode> {
     let duration = Duration::from_secs(args.seconds);
     let concurrency = usize::try_from(args.concurrency).context("--concurrency")?;
-    let (tcp_host, tcp_port) = split_host_port(&args.tcp)
-        .with_context(|| format!("--tcp {:?}: expected HOST:PORT", args.tcp))?;
-    ensure_loopback("--tcp", &tcp_host, tcp_port).await?;
-    let (http_host, http_port) = url_host_port(&args.http_url)?;
-    ensure_loopback("--http-url", &http_host, http_port).await?;
+    let targets = [
+        Targets::tcp(&args.tcp).await?,
+        Targets::http(&args.http_urls).await?,
+    ];
     let blackbox = match &args.blackbox {
         Some(url) => Some(blackbox_at(url, args.blackbox_pid).await?),
         None => None,
     };
 
-    let targets = [
-        (Kind::Tcp, tcp_check(&tcp_host, tcp_port), args.tcp.clone()),
-        (
-            Kind::Http,
-            http_check(&args.http_url),
-            args.http_url.clone(),
-        ),
-    ];
     let prober = Prober::new(ProbeConfig::default());
-    for (kind, check, target) in &targets {
-        let result = prober.probe(check).await;
-        if result.status != Status::Ok {
-            bail!(
-                "{} target {target} is not OK before the run: {} {}: {}",
-                kind.as_str(),
-                result.status,
-                result.reason,
-                result.message
-            );
+    for targets in &targets {
+        for (check, name) in targets.checks.iter().zip(&targets.names) {
+            let result = prober.probe(check).await;
+            if result.status != Status::Ok {
+                bail!(
+                    "{} target {name} is not OK before the run: {} {}: {}",
+                    targets.kind.as_str(),
+                    result.status,
+                    result.reason,
+                    result.message
+                );
+            }
         }
     }
     if let Some(blackbox) = &blackbox {
-        for (kind, _, target) in &targets {
-            let mut conn = KeepAlive::open(blackbox.addr).await?;
-            let path = blackbox_path(*kind, target);
-            if let Err(failure) = blackbox_attempt(&mut conn, &blackbox.authority, &path).await {
-                bail!(
-                    "blackbox_exporter {} fails before the run ({}): {}",
-                    kind.blackbox_module(),
-                    failure.label,
-                    failure.detail
-                );
+        let mut conn = KeepAlive::open(blackbox.addr).await?;
+        for targets in &targets {
+            for name in &targets.names {
+                let path = blackbox_path(targets.kind, name);
+                if let Err(failure) = blackbox_attempt(&mut conn, &blackbox.authority, &path).await
+                {
+                    bail!(
+                        "blackbox_exporter {} on {name} fails before the run ({}): {}",
+                        targets.kind.blackbox_module(),
+                        failure.label,
+                        failure.detail
+                    );
+                }
             }
         }
     }
 
     let mut rows = Vec::new();
-    for (kind, check, target) in &targets {
-        let report = consentry_phase(&prober, check, duration, concurrency).await?;
-        rows.push((*kind, target.clone(), "consentry", report));
+    for targets in &targets {
+        let report = consentry_phase(&prober, &targets.checks, duration, concurrency).await?;
+        rows.push((targets.kind, targets.label(), "consentry", report));
     }
     let consentry_memory = memory(None);
     if let Some(blackbox) = &blackbox {
-        for (kind, _, target) in &targets {
-            let report = blackbox_phase(blackbox, *kind, target, duration, concurrency).await?;
-            rows.push((*kind, target.clone(), "blackbox_exporter", report));
+        for targets in &targets {
+            let report = blackbox_phase(
+                blackbox,
+                targets.kind,
+                &targets.names,
+                duration,
+                concurrency,
+            )
+            .await?;
+            rows.push((targets.kind, targets.label(), "blackbox_exporter", report));
         }
     }
     let blackbox_memory = blackbox
@@ -252,25 +350,28 @@ fn http_check(url: &str) -> CheckSpec {
     check
 }
 
-/// Runs `check` with the real prober from `concurrency` workers for `duration`.
+/// Runs `checks` in turn with the real prober from `concurrency` workers for `duration`.
 async fn consentry_phase(
     prober: &Prober,
-    check: &CheckSpec,
+    checks: &[CheckSpec],
     duration: Duration,
     concurrency: usize,
 ) -> anyhow::Result<PhaseReport> {
-    let check = Arc::new(check.clone());
+    let checks: Arc<[CheckSpec]> = checks.into();
+    let turn = Arc::new(RoundRobin::new(checks.len()));
     let tally = Arc::new(Tally::new());
     let cpu_before = cpu_time(None);
     let started = now();
     let deadline = started + duration;
     let mut workers = JoinSet::new();
     for _ in 0..concurrency {
-        let (prober, check, tally) = (prober.clone(), check.clone(), tally.clone());
+        let (prober, checks, turn) = (prober.clone(), checks.clone(), turn.clone());
+        let tally = tally.clone();
         workers.spawn(async move {
             while now() < deadline {
+                let check = &checks[turn.next()];
                 let attempt_started = now();
-                let result = prober.probe(&check).await;
+                let result = prober.probe(check).await;
                 tally.record(attempt_started, failure_of(&result));
             }
         });
@@ -295,18 +396,20 @@ fn failure_of(result: &ProbeResult) -> Option<Failure> {
     ))
 }
 
-/// Drives blackbox_exporter's `/probe` for `kind` on `target` from `concurrency` workers
-/// for `duration`, each over its own keep-alive connection: HTTP/1.1 carries one request
-/// at a time, so equal concurrency needs one connection per worker, opened once, and the
-/// figure is blackbox_exporter's probing, not our connection setup to it.
+/// Drives blackbox_exporter's `/probe` for `kind` on `targets`, in turn as our own phase
+/// takes them, from `concurrency` workers for `duration`, each over its own keep-alive
+/// connection: HTTP/1.1 carries one request at a time, so equal concurrency needs one
+/// connection per worker, opened once, and the figure is blackbox_exporter's probing, not
+/// our connection setup to it.
 async fn blackbox_phase(
     blackbox: &Blackbox,
     kind: Kind,
-    target: &str,
+    targets: &[String],
     duration: Duration,
     concurrency: usize,
 ) -> anyhow::Result<PhaseReport> {
-    let path: Arc<str> = blackbox_path(kind, target).into();
+    let paths: Arc<[String]> = targets.iter().map(|t| blackbox_path(kind, t)).collect();
+    let turn = Arc::new(RoundRobin::new(paths.len()));
     let mut conns = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         conns.push(KeepAlive::open(blackbox.addr).await?);
@@ -317,7 +420,7 @@ async fn blackbox_phase(
     let deadline = started + duration;
     let mut workers = JoinSet::new();
     for conn in conns {
-        let (tally, path) = (tally.clone(), path.clone());
+        let (tally, paths, turn) = (tally.clone(), paths.clone(), turn.clone());
         let (addr, authority) = (blackbox.addr, blackbox.authority.clone());
         workers.spawn(async move {
             let mut conn = Some(conn);
@@ -338,7 +441,7 @@ async fn blackbox_phase(
                     }
                     continue;
                 };
-                let outcome = blackbox_attempt(open, &authority, &path).await;
+                let outcome = blackbox_attempt(open, &authority, &paths[turn.next()]).await;
                 if outcome.as_ref().is_err_and(|f| f.connection_lost) {
                     conn = None;
                 }
@@ -781,10 +884,13 @@ fn print_report(
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "## consentry bench probes\n\n{cores} core(s); {} s per phase, {concurrency} probes in \
-         flight, a fresh connection per probe; phases run one after another.\n",
-        args.seconds
+         flight, a fresh connection per probe, {} TCP and {} HTTP destination(s) taken in \
+         turn; phases run one after another.\n",
+        args.seconds,
+        args.tcp.len(),
+        args.http_urls.len(),
     );
-    println!("| probe | target | prober | probes | probes/s | p50 ms | p99 ms | prober CPU µs/probe | not OK |");
+    println!("| probe | destinations | prober | probes | probes/s | p50 ms | p99 ms | prober CPU µs/probe | not OK |");
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
     for (kind, target, prober, report) in rows {
         let cpu = report
@@ -891,6 +997,62 @@ mod tests {
         assert_eq!(
             percent_encode("http://127.0.0.1:81/a b"),
             "http%3A%2F%2F127.0.0.1%3A81%2Fa%20b"
+        );
+    }
+
+    #[test]
+    fn round_robin_gives_each_destination_the_same_share() {
+        let turn = RoundRobin::new(3);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[turn.next()] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+        assert_eq!(RoundRobin::new(1).next(), 0);
+    }
+
+    #[test]
+    fn destinations_repeat_and_are_bounded() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            probes: ProbesArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "bench",
+            "--tcp",
+            "127.0.0.1:80",
+            "--tcp",
+            "127.0.0.2:80",
+            "--http-url",
+            "http://127.0.0.1/",
+        ])
+        .unwrap();
+        assert_eq!(cli.probes.tcp, ["127.0.0.1:80", "127.0.0.2:80"]);
+        assert_eq!(cli.probes.http_urls, ["http://127.0.0.1/"]);
+        assert!(Cli::try_parse_from(["bench", "--tcp", "127.0.0.1:80"]).is_err());
+
+        let many: Vec<String> = (0..=BENCH_DESTINATIONS_MAX)
+            .map(|i| format!("127.0.0.1:{}", 1000 + i))
+            .collect();
+        assert!(destinations_within_bound("--tcp", &many[..BENCH_DESTINATIONS_MAX]).is_ok());
+        assert!(destinations_within_bound("--tcp", &many).is_err());
+        assert!(destinations_within_bound("--tcp", &[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn targets_are_labelled_by_their_ends_and_count() {
+        let one = Targets::tcp(&["127.0.0.1:80".into()]).await.unwrap();
+        assert_eq!(one.label(), "127.0.0.1:80");
+        let names: Vec<String> = (1..=8).map(|i| format!("127.0.0.{i}:80")).collect();
+        let eight = Targets::tcp(&names).await.unwrap();
+        assert_eq!(eight.checks.len(), 8);
+        assert_eq!(eight.label(), "8 destinations: 127.0.0.1:80 … 127.0.0.8:80");
+        assert!(
+            Targets::tcp(&["127.0.0.1:80".into(), "192.0.2.10:80".into()])
+                .await
+                .is_err()
         );
     }
 
