@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Catalog, NotifyOutcome, ResultBatch};
+use crate::model::{Catalog, NotifyOutcome, ResultBatch, SilenceSpec};
 
 /// A replicated command. Every variant is applied by `ClusterState::apply`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,9 +12,21 @@ pub enum Command {
     /// A batch of probe results from one node.
     Results(ResultBatch),
     /// The leader's clock tick: freshness is measured in these, never by wall clocks.
-    Tick { leader_id: u64 },
+    /// `wall_ms` is the leader's wall clock when it proposed the tick; it judges silence
+    /// windows (an operator's wall-clock schedule) and nothing else.
+    Tick { leader_id: u64, wall_ms: u64 },
     /// The leader's record of a notification attempt's outcome.
     NotifyOutcome(NotifyOutcome),
+    /// Add a silence; the answer is `Created(id)`.
+    AddSilence(SilenceSpec),
+    /// Remove a silence by id.
+    RemoveSilence { id: u64 },
+    /// Someone takes an open incident (`consentry incidents ack`).
+    Ack {
+        incident_id: u64,
+        by: String,
+        comment: String,
+    },
 }
 
 /// The state machine's answer to a command.
@@ -22,6 +34,8 @@ pub enum Command {
 pub enum CommandResponse {
     #[default]
     Ok,
+    /// The command created something with this id (a silence).
+    Created(u64),
     /// The command was valid raft data but the state machine refused it (with why).
     Rejected(String),
 }
@@ -31,8 +45,8 @@ mod tests {
     use super::*;
     use crate::model::{
         BannerProtocol, BannerSpec, CheckSpec, Credentials, Delivery, DnsSpec, HttpSpec, IcmpSpec,
-        NagiosSpec, NotifierKind, NotifierSpec, Perf, ProbeResult, ProbeSpec, Reason, SqlEngine,
-        SqlSpec, Status, StatusRange, TlsMode, TlsSpec,
+        Matcher, NagiosSpec, NotifierKind, NotifierSpec, Perf, ProbeResult, ProbeSpec, Reason,
+        SqlEngine, SqlSpec, Status, StatusRange, TlsMode, TlsSpec,
     };
 
     fn every_kind() -> Vec<ProbeSpec> {
@@ -119,6 +133,7 @@ mod tests {
                         url: "http://127.0.0.1:9/".into(),
                     },
                 }],
+                operator_notify: vec!["ops".into()],
             }),
             Command::Results(ResultBatch {
                 node_id: 1,
@@ -132,7 +147,31 @@ mod tests {
                 )
                 .with_perfdata([perf])],
             }),
-            Command::Tick { leader_id: 1 },
+            Command::Tick {
+                leader_id: 1,
+                wall_ms: 1_763_740_000_000,
+            },
+            Command::AddSilence(SilenceSpec {
+                matcher: Matcher::Name("web-*".into()),
+                start_ms: 1,
+                end_ms: 2,
+                reason: "upgrade".into(),
+            }),
+            Command::AddSilence(SilenceSpec {
+                matcher: Matcher::Label {
+                    key: "team".into(),
+                    value: "infra".into(),
+                },
+                start_ms: 1,
+                end_ms: 2,
+                reason: "upgrade".into(),
+            }),
+            Command::RemoveSilence { id: 3 },
+            Command::Ack {
+                incident_id: 4,
+                by: "hanako".into(),
+                comment: "looking".into(),
+            },
             Command::NotifyOutcome(NotifyOutcome {
                 intent_id: 1,
                 attempts: 2,

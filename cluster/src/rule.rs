@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CheckSpec, Status};
+use crate::model::{CheckSpec, Status, Transition};
 
 /// How often the leader commits a `Tick`. Freshness is counted in ticks, never by comparing
 /// two machines' clocks. Part of the replicated protocol: every replica must agree on it.
@@ -168,6 +168,128 @@ pub fn evaluate(
         });
     }
     eval
+}
+
+/// What holds an open incident's firing notifications. Holding never stops recording: the
+/// incident opens, closes and keeps its evidence as usual.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Holds {
+    /// An active silence that matches the check.
+    pub silence: Option<u64>,
+    /// A parent check (`depends_on`) with an open incident.
+    pub parent: Option<String>,
+    /// The check is flapping: one "flapping started" notification replaces the per-transition
+    /// ones until it stops.
+    pub flapping: bool,
+}
+
+impl Holds {
+    pub fn any(&self) -> bool {
+        self.silence.is_some() || self.parent.is_some() || self.flapping
+    }
+}
+
+/// A site is degraded when path-suspect on at least this many checks at once...
+pub const DEGRADED_SUSPECT_MIN: u32 = 3;
+
+/// ...and on more than half of the checks it has fresh results for. It stops being degraded
+/// when path-suspect on a quarter of them or fewer (hysteresis, so a site near the line does
+/// not page on every tick).
+pub fn site_degraded(was: bool, suspect: u32, fresh: u32) -> bool {
+    if was {
+        suspect > 0 && suspect.saturating_mul(4) > fresh
+    } else {
+        suspect >= DEGRADED_SUSPECT_MIN && suspect.saturating_mul(2) > fresh
+    }
+}
+
+/// A probing site is silent when no check has a fresh result from it and its last result
+/// batch (or the catalog, whichever is newer) is older than the longest freshness window.
+pub fn site_silent(fresh: u32, checks: usize, ticks_since: u64, window_ticks: u64) -> bool {
+    checks > 0 && fresh == 0 && ticks_since > window_ticks
+}
+
+/// Results per site that flap detection looks at (Nagios: 21, so 20 changes at most).
+pub const FLAP_HISTORY_LEN: u8 = 21;
+
+/// One site's last `FLAP_HISTORY_LEN` statuses, two bits each, newest in the low bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatusHistory {
+    bits: u64,
+    len: u8,
+}
+
+impl StatusHistory {
+    pub fn push(&mut self, status: Status) {
+        let mask = (1u64 << (2 * u32::from(FLAP_HISTORY_LEN))) - 1;
+        self.bits = ((self.bits << 2) | u64::from(status.severity() & 3)) & mask;
+        self.len = (self.len + 1).min(FLAP_HISTORY_LEN);
+    }
+
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Nagios' weighted percent state change, in tenths of a percent (0 to 1000). Each
+    /// change between two consecutive results weighs from 0.75 (oldest pair) to 1.25 (newest
+    /// pair); the sum is divided by the 20 pairs of a full history, so a short history reads
+    /// low. Integer arithmetic: identical on every replica.
+    pub fn percent_change_tenths(&self) -> u32 {
+        let pairs = u32::from(FLAP_HISTORY_LEN) - 1;
+        // Weights scaled by 1900 = 19 * 100: 0.75 -> 1425, step 0.5 / 19 -> 50.
+        let mut sum = 0u32;
+        for i in 0..u32::from(self.len.saturating_sub(1)) {
+            let newer = (self.bits >> (2 * i)) & 3;
+            let older = (self.bits >> (2 * (i + 1))) & 3;
+            if newer != older {
+                sum += 1425 + 50 * (pairs - 1 - i);
+            }
+        }
+        // Full weight of 20 changes: 20 * 1900 = 38_000; tenths of a percent: / 38.
+        sum / 38
+    }
+}
+
+/// A site's flapping state after its latest result: starts at `high_pct`, stops under
+/// `low_pct` (hysteresis, as Nagios). `high_pct = 0` means detection is off.
+pub fn site_flapping(was: bool, history: &StatusHistory, high_pct: u8, low_pct: u8) -> bool {
+    if high_pct == 0 {
+        return false;
+    }
+    let tenths = history.percent_change_tenths();
+    if was {
+        tenths >= u32::from(low_pct) * 10
+    } else {
+        tenths >= u32::from(high_pct) * 10
+    }
+}
+
+/// The moments at which the state machine asks [`notification`] what to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// The incident opened now.
+    Opened,
+    /// A tick, while the incident stays open: what held it may have ended.
+    Review,
+    /// The incident closed now.
+    Closed,
+}
+
+/// The notification an incident's moment calls for, given what holds it and whether its
+/// firing notification went out already. Firing goes out once, as soon as nothing holds it;
+/// resolved goes out exactly when firing did, so receivers never keep an alert open nor
+/// get a resolve for an alert they never saw.
+pub fn notification(moment: Moment, holds: &Holds, notified: bool) -> Option<Transition> {
+    match moment {
+        Moment::Opened | Moment::Review => {
+            (!notified && !holds.any()).then_some(Transition::Firing)
+        }
+        Moment::Closed => notified.then_some(Transition::Resolved),
+    }
 }
 
 fn worst(sites: &[&SiteCounters]) -> Status {
@@ -414,6 +536,224 @@ mod tests {
         ];
         for case in &cases {
             run(case);
+        }
+    }
+
+    #[test]
+    fn notification_table() {
+        const F: Option<Transition> = Some(Transition::Firing);
+        const R: Option<Transition> = Some(Transition::Resolved);
+        let silenced = Holds {
+            silence: Some(7),
+            ..Holds::default()
+        };
+        let parent_down = Holds {
+            parent: Some("host".into()),
+            ..Holds::default()
+        };
+        let both = Holds {
+            silence: Some(7),
+            parent: Some("host".into()),
+            flapping: false,
+        };
+        let flapping = Holds {
+            flapping: true,
+            ..Holds::default()
+        };
+        let free = Holds::default();
+        // (case, moment, holds, already notified, expected)
+        let cases = [
+            ("opens unheld: fire", Moment::Opened, &free, false, F),
+            (
+                "opens silenced: hold",
+                Moment::Opened,
+                &silenced,
+                false,
+                None,
+            ),
+            (
+                "still silenced at a tick",
+                Moment::Review,
+                &silenced,
+                false,
+                None,
+            ),
+            (
+                "silence ended, still open: fire now",
+                Moment::Review,
+                &free,
+                false,
+                F,
+            ),
+            (
+                "fired already: never twice",
+                Moment::Review,
+                &free,
+                true,
+                None,
+            ),
+            (
+                "silence began after the page",
+                Moment::Review,
+                &silenced,
+                true,
+                None,
+            ),
+            (
+                "closes after a page: resolve",
+                Moment::Closed,
+                &free,
+                true,
+                R,
+            ),
+            (
+                "closes after a page, now silenced: still resolve",
+                Moment::Closed,
+                &silenced,
+                true,
+                R,
+            ),
+            (
+                "closes never paged: nothing",
+                Moment::Closed,
+                &silenced,
+                false,
+                None,
+            ),
+            (
+                "closes never paged, unheld: nothing",
+                Moment::Closed,
+                &free,
+                false,
+                None,
+            ),
+            (
+                "opens while a parent is down: suppressed",
+                Moment::Opened,
+                &parent_down,
+                false,
+                None,
+            ),
+            (
+                "parent still down at a tick",
+                Moment::Review,
+                &parent_down,
+                false,
+                None,
+            ),
+            (
+                "silence ended, parent still down",
+                Moment::Review,
+                &both,
+                false,
+                None,
+            ),
+            (
+                "closes with the parent, never paged",
+                Moment::Closed,
+                &parent_down,
+                false,
+                None,
+            ),
+            (
+                "opens while flapping: held",
+                Moment::Opened,
+                &flapping,
+                false,
+                None,
+            ),
+            (
+                "closes while flapping after a page: resolve",
+                Moment::Closed,
+                &flapping,
+                true,
+                R,
+            ),
+        ];
+        for (name, moment, holds, notified, want) in cases {
+            assert_eq!(notification(moment, holds, notified), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn flap_table() {
+        // (case, statuses oldest first, expected tenths of a percent)
+        let cases: [(&str, &str, u32); 7] = [
+            ("steady", "OOOOOOOOOOOOOOOOOOOOO", 0),
+            ("one outage, newest pair", "OOOOOOOOOOOOOOOOOOOOC", 62),
+            ("one outage, oldest pair", "OCCCCCCCCCCCCCCCCCCCC", 37),
+            ("every result changes", "OCOCOCOCOCOCOCOCOCOCO", 1000),
+            (
+                "two-round flaps, newest pair changed",
+                "OCCOOCCOOCCOOCCOOCCOO",
+                493,
+            ),
+            ("two-round flaps, other phase", "CCOOCCOOCCOOCCOOCCOOC", 506),
+            ("a short history reads low", "OCOC", 183),
+        ];
+        for (name, statuses, want) in cases {
+            let mut h = StatusHistory::default();
+            for c in statuses.chars() {
+                h.push(if c == 'O' { O } else { C });
+            }
+            assert_eq!(h.percent_change_tenths(), want, "{name}");
+        }
+        // Older results fall out of the window.
+        let mut h = StatusHistory::default();
+        for _ in 0..10 {
+            h.push(O);
+            h.push(C);
+        }
+        for _ in 0..21 {
+            h.push(W);
+        }
+        assert_eq!((h.len(), h.percent_change_tenths()), (21, 0));
+
+        let flapping = {
+            let mut h = StatusHistory::default();
+            for c in "CCOOCCOOCCOOCCOOCCOOC".chars() {
+                h.push(if c == 'O' { O } else { C });
+            }
+            h
+        };
+        let calm = StatusHistory::default();
+        // (case, was flapping, history, high, low, expected)
+        let hysteresis = [
+            ("starts at high", false, &flapping, 50, 25, true),
+            ("not over a higher bar", false, &flapping, 60, 25, false),
+            ("keeps flapping over low", true, &flapping, 60, 25, true),
+            ("stops under low", true, &calm, 50, 25, false),
+            ("detection off", true, &flapping, 0, 0, false),
+        ];
+        for (name, was, h, high, low, want) in hysteresis {
+            assert_eq!(site_flapping(was, h, high, low), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn operator_alert_table() {
+        // (case, was degraded, path-suspect checks, fresh checks, degraded)
+        let degraded = [
+            ("most checks suspect", false, 3, 4, true),
+            ("half is not most", false, 3, 6, false),
+            ("two checks are not enough", false, 2, 2, false),
+            ("stays while over a quarter", true, 2, 6, true),
+            ("clears at a quarter", true, 1, 4, false),
+            ("clears when none", true, 0, 0, false),
+        ];
+        for (name, was, suspect, fresh, want) in degraded {
+            assert_eq!(site_degraded(was, suspect, fresh), want, "{name}");
+        }
+        // (case, fresh checks, catalog checks, ticks since the last batch, window, silent)
+        let silent = [
+            ("reports", 3, 3, 0, 32, false),
+            ("stale everywhere, past the window", 0, 3, 33, 32, true),
+            ("stale, within the window", 0, 3, 32, 32, false),
+            ("one fresh check is enough", 1, 3, 100, 32, false),
+            ("no checks: nothing to report", 0, 0, 100, 32, false),
+        ];
+        for (name, fresh, checks, since, window, want) in silent {
+            assert_eq!(site_silent(fresh, checks, since, window), want, "{name}");
         }
     }
 

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandResponse};
 use crate::model::{
-    Catalog, CheckSpec, Delivery, Evidence, Incident, NotifyIntent, NotifyOutcome, ProbeResult,
-    ResultBatch, Status, Transition,
+    displayable, truncate, Ack, Catalog, CheckSpec, Delivery, Event, Evidence, Incident,
+    IntentKind, NotifyIntent, NotifyOutcome, ProbeResult, ResultBatch, Silence, SilenceSpec,
+    Status, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX,
 };
-use crate::rule::{self, Evaluation, SiteCounters};
+use crate::rule::{self, Evaluation, Holds, Moment, SiteCounters, StatusHistory};
 use crate::types::{ClusterNode, LogId, Membership, NodeId, TypeConfig};
 
 /// Closed incidents kept in the replicated state (older ones are dropped, oldest first).
@@ -25,6 +26,9 @@ pub const DONE_INTENTS_MAX: usize = 10_000;
 
 /// Results accepted in one batch; a larger batch is rejected whole.
 pub const BATCH_RESULTS_MAX: usize = 50_000;
+
+/// Silences kept (active and scheduled); ended ones are pruned at every tick.
+pub const SILENCES_MAX: usize = 1_000;
 
 /// One probing site's view of one check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +42,12 @@ pub struct SiteState {
     pub last_index: u64,
     /// Log index of the first failing result of the current failure streak.
     pub fail_since_index: Option<u64>,
+    /// That result's observed time (the site's clock; display only).
+    pub fail_since_ms: Option<u64>,
+    /// The last results' statuses, for flap detection.
+    pub history: StatusHistory,
+    /// Whether this site sees the check flapping (with hysteresis).
+    pub flapping: bool,
 }
 
 /// Per-check replicated state.
@@ -47,6 +57,13 @@ pub struct CheckState {
     pub open_incident: Option<u64>,
     /// The last evaluation, kept for readers (path-suspect, fresh sites).
     pub eval: Evaluation,
+    /// The active silence that matches the check, as of the last tick or silence change.
+    pub silenced_by: Option<u64>,
+    /// Longest `depends_on` chain above this check (0: no parents). Checks are evaluated
+    /// parents first, so a parent that fails with its children opens first and holds them.
+    pub depth: u32,
+    /// The flapping episode while enough fresh sites see the check flapping.
+    pub flapping: Option<u64>,
 }
 
 /// Everything the cluster agrees on.
@@ -65,6 +82,31 @@ pub struct ClusterState {
     pub intents: BTreeMap<u64, NotifyIntent>,
     pub next_incident_id: u64,
     pub next_intent_id: u64,
+    /// The leader's wall clock at the last tick (milliseconds since the Unix epoch). Judges
+    /// silence windows only: an operator's schedule, measured by one clock (the leader's),
+    /// never by comparing two machines' clocks.
+    pub wall_ms: u64,
+    pub silences: BTreeMap<u64, Silence>,
+    pub next_silence_id: u64,
+    /// Check names, parents before children (by `depends_on` depth, then catalog order).
+    pub eval_order: Vec<String>,
+    /// Numbers alerts that are not incidents (flapping episodes, operator alerts).
+    pub next_alert_id: u64,
+    /// Operator alerts per probing site.
+    pub site_health: BTreeMap<String, SiteHealth>,
+    /// Tick at which the current catalog was applied.
+    pub catalog_tick: u64,
+}
+
+/// What the cluster knows about one probing site itself (operator alerts).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SiteHealth {
+    /// Tick at which its last result batch was applied (0: none yet).
+    pub last_batch_tick: u64,
+    /// The "site degraded" alert while raised.
+    pub degraded: Option<u64>,
+    /// The "site silent" alert while raised.
+    pub silent: Option<u64>,
 }
 
 impl ClusterState {
@@ -96,16 +138,302 @@ impl ClusterState {
         match cmd {
             Command::ApplyCatalog(catalog) => self.apply_catalog(index, catalog),
             Command::Results(batch) => self.apply_results(index, batch),
-            Command::Tick { .. } => {
-                self.tick += 1;
-                let names: Vec<String> =
-                    self.catalog.checks.iter().map(|c| c.name.clone()).collect();
-                for name in names {
-                    self.evaluate(index, &name);
-                }
+            Command::Tick { wall_ms, .. } => {
+                self.apply_tick(index, *wall_ms);
                 CommandResponse::Ok
             }
-            Command::NotifyOutcome(outcome) => self.apply_outcome(outcome),
+            Command::NotifyOutcome(outcome) => self.apply_outcome(index, outcome),
+            Command::AddSilence(spec) => self.add_silence(index, spec),
+            Command::RemoveSilence { id } => {
+                if self.silences.remove(id).is_none() {
+                    return CommandResponse::Rejected(format!("no silence {id}"));
+                }
+                self.refresh_silenced();
+                CommandResponse::Ok
+            }
+            Command::Ack {
+                incident_id,
+                by,
+                comment,
+            } => self.apply_ack(index, *incident_id, by, comment),
+        }
+    }
+
+    fn apply_ack(&mut self, index: u64, id: u64, by: &str, comment: &str) -> CommandResponse {
+        let at_ms = self.wall_ms;
+        let Some(inc) = self.incidents.get_mut(&id) else {
+            return CommandResponse::Rejected(format!("no incident {id}"));
+        };
+        if !inc.is_open() {
+            return CommandResponse::Rejected(format!("incident {id} is closed already"));
+        }
+        let by = truncate(displayable(by).trim(), ACK_BY_BYTES_MAX);
+        if by.is_empty() {
+            return CommandResponse::Rejected("an acknowledgement needs a name (by)".into());
+        }
+        let comment = truncate(displayable(comment).trim(), ACK_COMMENT_BYTES_MAX);
+        inc.record(
+            index,
+            at_ms,
+            Event::Acknowledged {
+                by: by.clone(),
+                comment: comment.clone(),
+            },
+        );
+        inc.ack = Some(Ack {
+            by,
+            comment,
+            index,
+            at_ms,
+        });
+        CommandResponse::Ok
+    }
+
+    fn apply_tick(&mut self, index: u64, wall_ms: u64) {
+        self.tick += 1;
+        self.wall_ms = wall_ms;
+        self.silences.retain(|_, s| !s.is_over(wall_ms));
+        self.refresh_silenced();
+        let names = std::mem::take(&mut self.eval_order);
+        for name in &names {
+            self.evaluate(index, name);
+        }
+        for name in &names {
+            self.review(index, name);
+        }
+        self.eval_order = names;
+        self.operator_alerts(index);
+    }
+
+    /// At a tick: raises and clears "site degraded" and "site silent" for each probing site,
+    /// notifying `[operator] notify` only.
+    fn operator_alerts(&mut self, index: u64) {
+        let probing = self.probing_sites();
+        let checks = self.catalog.checks.len();
+        let window = self
+            .catalog
+            .checks
+            .iter()
+            .map(|c| rule::fresh_ticks(c.interval_ms))
+            .max()
+            .unwrap_or(0);
+        let mut changes: Vec<(IntentKind, Transition)> = Vec::new();
+        // Sites that stopped probing: their alerts end with them.
+        let gone: Vec<String> = self
+            .site_health
+            .keys()
+            .filter(|s| !probing.contains(*s))
+            .cloned()
+            .collect();
+        for site in gone {
+            let Some(h) = self.site_health.remove(&site) else {
+                continue;
+            };
+            if let Some(alert_id) = h.degraded {
+                let kind = IntentKind::SiteDegraded {
+                    alert_id,
+                    site: site.clone(),
+                    suspect: 0,
+                    checks: 0,
+                };
+                changes.push((kind, Transition::Resolved));
+            }
+            if let Some(alert_id) = h.silent {
+                changes.push((
+                    IntentKind::SiteSilent { alert_id, site },
+                    Transition::Resolved,
+                ));
+            }
+        }
+        for site in &probing {
+            let (mut fresh, mut suspect) = (0u32, 0u32);
+            for cs in self.checks.values() {
+                if cs.eval.fresh.contains(site) {
+                    fresh += 1;
+                    suspect += u32::from(cs.eval.path_suspect.contains(site));
+                }
+            }
+            let h = self.site_health.entry(site.clone()).or_default();
+            let degraded = rule::site_degraded(h.degraded.is_some(), suspect, fresh);
+            match (h.degraded, degraded) {
+                (None, true) => {
+                    let alert_id = self.next_alert_id + 1;
+                    self.next_alert_id = alert_id;
+                    h.degraded = Some(alert_id);
+                    let kind = IntentKind::SiteDegraded {
+                        alert_id,
+                        site: site.clone(),
+                        suspect,
+                        checks: fresh,
+                    };
+                    changes.push((kind, Transition::Firing));
+                }
+                (Some(alert_id), false) => {
+                    h.degraded = None;
+                    let kind = IntentKind::SiteDegraded {
+                        alert_id,
+                        site: site.clone(),
+                        suspect,
+                        checks: fresh,
+                    };
+                    changes.push((kind, Transition::Resolved));
+                }
+                _ => {}
+            }
+            let since = h.last_batch_tick.max(self.catalog_tick);
+            let silent = rule::site_silent(fresh, checks, self.tick.saturating_sub(since), window);
+            match (h.silent, silent) {
+                (None, true) => {
+                    let alert_id = self.next_alert_id + 1;
+                    self.next_alert_id = alert_id;
+                    h.silent = Some(alert_id);
+                    let kind = IntentKind::SiteSilent {
+                        alert_id,
+                        site: site.clone(),
+                    };
+                    changes.push((kind, Transition::Firing));
+                }
+                (Some(alert_id), false) => {
+                    h.silent = None;
+                    let kind = IntentKind::SiteSilent {
+                        alert_id,
+                        site: site.clone(),
+                    };
+                    changes.push((kind, Transition::Resolved));
+                }
+                _ => {}
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let notify = self.catalog.operator_notify.clone();
+        for (kind, t) in changes {
+            self.emit(index, &notify, "", 0, kind, t);
+        }
+        self.trim();
+    }
+
+    fn add_silence(&mut self, index: u64, spec: &SilenceSpec) -> CommandResponse {
+        let spec = spec.normalized();
+        if let Err(why) = spec.validate() {
+            return CommandResponse::Rejected(why);
+        }
+        let now = self.wall_ms;
+        if spec.end_ms <= now {
+            return CommandResponse::Rejected(format!(
+                "the silence ends ({} ms) before the cluster's current time ({now} ms)",
+                spec.end_ms
+            ));
+        }
+        self.silences.retain(|_, s| !s.is_over(now));
+        if self.silences.len() >= SILENCES_MAX {
+            return CommandResponse::Rejected(format!(
+                "{SILENCES_MAX} silences exist; remove some first"
+            ));
+        }
+        let id = self.next_silence_id + 1;
+        self.next_silence_id = id;
+        self.silences.insert(
+            id,
+            Silence {
+                id,
+                matcher: spec.matcher,
+                start_ms: spec.start_ms,
+                end_ms: spec.end_ms,
+                reason: spec.reason,
+                created_index: index,
+            },
+        );
+        self.refresh_silenced();
+        CommandResponse::Created(id)
+    }
+
+    /// Recomputes which active silence holds each check (at ticks, silence and catalog
+    /// changes). Cheap when no silence is active, which is the usual case.
+    fn refresh_silenced(&mut self) {
+        let now = self.wall_ms;
+        let active: Vec<&Silence> = self
+            .silences
+            .values()
+            .filter(|s| s.is_active(now))
+            .collect();
+        for spec in &self.catalog.checks {
+            let by = active
+                .iter()
+                .find(|s| s.matcher.matches(spec))
+                .map(|s| s.id);
+            if let Some(cs) = self.checks.get_mut(&spec.name) {
+                cs.silenced_by = by;
+            }
+        }
+    }
+
+    /// What holds the notifications of `spec`'s incidents now: an active silence, or the
+    /// first parent (in `depends_on` order) with an open incident.
+    fn holds(&self, spec: &CheckSpec) -> Holds {
+        Holds {
+            silence: self.checks.get(&spec.name).and_then(|c| c.silenced_by),
+            parent: spec
+                .depends_on
+                .iter()
+                .find(|p| {
+                    self.checks
+                        .get(*p)
+                        .is_some_and(|c| c.open_incident.is_some())
+                })
+                .cloned(),
+            flapping: self
+                .checks
+                .get(&spec.name)
+                .is_some_and(|c| c.flapping.is_some()),
+        }
+    }
+
+    /// At a tick: updates an open incident's holds and sends its firing notification when
+    /// nothing holds it any more.
+    fn review(&mut self, index: u64, name: &str) {
+        let Some(id) = self.checks.get(name).and_then(|c| c.open_incident) else {
+            return;
+        };
+        let Some(spec) = self.check(name).cloned() else {
+            return;
+        };
+        let holds = self.holds(&spec);
+        let at_ms = self.wall_ms;
+        let Some(inc) = self.incidents.get_mut(&id) else {
+            return;
+        };
+        if inc.silenced_by != holds.silence {
+            if let Some(silence_id) = inc.silenced_by {
+                inc.record(index, at_ms, Event::Unsilenced { silence_id });
+            }
+            if let Some(silence_id) = holds.silence {
+                inc.record(index, at_ms, Event::Silenced { silence_id });
+            }
+            inc.silenced_by = holds.silence;
+        }
+        inc.silenced |= holds.silence.is_some();
+        // A parent matters only while the firing notification is held.
+        let parent = holds.parent.clone().filter(|_| !inc.notified);
+        if inc.parent_hold != parent {
+            if let Some(parent) = inc.parent_hold.take() {
+                inc.record(index, at_ms, Event::Unsuppressed { parent });
+            }
+            if let Some(parent) = &parent {
+                inc.record(
+                    index,
+                    at_ms,
+                    Event::Suppressed {
+                        parent: parent.clone(),
+                    },
+                );
+            }
+            inc.parent_hold = parent;
+        }
+        if let Some(t) = rule::notification(Moment::Review, &holds, inc.notified) {
+            inc.notified = true;
+            self.notify(index, &spec, id, t);
         }
     }
 
@@ -139,8 +467,13 @@ impl ClusterState {
                 return CommandResponse::Rejected(format!("duplicate check name {:?}", c.name));
             }
         }
+        let depths = match dependency_depths(&catalog.checks) {
+            Ok(d) => d,
+            Err(why) => return CommandResponse::Rejected(why),
+        };
         self.catalog = catalog.clone();
         self.catalog_index = index;
+        self.catalog_tick = self.tick;
         // Removed checks: drop counters, close their incidents without notifying.
         let removed: Vec<String> = self
             .checks
@@ -155,13 +488,33 @@ impl ClusterState {
                         inc.closed_index = Some(index);
                         inc.closed_tick = Some(self.tick);
                         inc.close_note = Some("check removed from the catalog".into());
+                        inc.silenced_by = None;
+                        inc.parent_hold = None;
+                        inc.record(
+                            index,
+                            self.wall_ms,
+                            Event::Closed {
+                                sites: Vec::new(),
+                                note: inc.close_note.clone(),
+                            },
+                        );
                     }
                 }
             }
         }
-        for c in &catalog.checks {
-            self.checks.entry(c.name.clone()).or_default();
+        for (c, depth) in catalog.checks.iter().zip(&depths) {
+            self.checks.entry(c.name.clone()).or_default().depth = *depth;
         }
+        let mut order: Vec<(u32, usize, &str)> = catalog
+            .checks
+            .iter()
+            .zip(&depths)
+            .enumerate()
+            .map(|(i, (c, d))| (*d, i, c.name.as_str()))
+            .collect();
+        order.sort_unstable();
+        self.eval_order = order.into_iter().map(|(_, _, n)| n.to_string()).collect();
+        self.refresh_silenced();
         CommandResponse::Ok
     }
 
@@ -182,6 +535,10 @@ impl ClusterState {
                 ))
             }
         }
+        self.site_health
+            .entry(batch.site.clone())
+            .or_default()
+            .last_batch_tick = self.tick;
         let mut touched = BTreeSet::new();
         for r in &batch.results {
             let Some(cs) = self.checks.get_mut(&r.check) else {
@@ -198,22 +555,34 @@ impl ClusterState {
                     last_tick: tick,
                     last_index: index,
                     fail_since_index: None,
+                    fail_since_ms: None,
+                    history: StatusHistory::default(),
+                    flapping: false,
                 });
+            st.history.push(r.status);
             if r.status.is_ok() {
                 st.consecutive_ok = st.consecutive_ok.saturating_add(1);
                 st.consecutive_fail = 0;
                 st.fail_since_index = None;
+                st.fail_since_ms = None;
             } else {
                 st.consecutive_fail = st.consecutive_fail.saturating_add(1);
                 st.consecutive_ok = 0;
                 st.fail_since_index.get_or_insert(index);
+                st.fail_since_ms.get_or_insert(r.observed_at_ms);
             }
             st.last = r.clone();
             st.last_tick = tick;
             st.last_index = index;
             touched.insert(r.check.clone());
         }
-        for name in touched {
+        // Parents first: a parent confirmed in this batch holds its children.
+        let mut touched: Vec<(u32, String)> = touched
+            .into_iter()
+            .map(|n| (self.checks.get(&n).map_or(0, |c| c.depth), n))
+            .collect();
+        touched.sort_unstable();
+        for (_, name) in touched {
             self.evaluate(index, &name);
         }
         CommandResponse::Ok
@@ -223,6 +592,7 @@ impl ClusterState {
         let Some(spec) = self.check(name).cloned() else {
             return;
         };
+        let mut holds = self.holds(&spec);
         let probing = self.probing_sites();
         let tick = self.tick;
         let Some(cs) = self.checks.get_mut(name) else {
@@ -259,7 +629,45 @@ impl ClusterState {
                 })
                 .collect()
         };
+        // Flapping: each site's view (with hysteresis), then the check's when at least the
+        // required number of fresh sites agree, so one site's flapping path pages no one.
+        for s in cs.sites.values_mut() {
+            s.flapping = rule::site_flapping(
+                s.flapping,
+                &s.history,
+                spec.flap.high_pct,
+                spec.flap.low_pct,
+            );
+        }
+        let flapping_sites: Vec<u32> = eval
+            .fresh
+            .iter()
+            .filter_map(|site| cs.sites.get(site))
+            .filter(|s| s.flapping)
+            .map(|s| s.history.percent_change_tenths())
+            .collect();
+        let flapping_now =
+            u32::try_from(flapping_sites.len()).unwrap_or(u32::MAX) >= eval.required.max(1);
+        let mut flap_change = None;
+        match (cs.flapping, flapping_now) {
+            (None, true) => {
+                let alert_id = self.next_alert_id + 1;
+                self.next_alert_id = alert_id;
+                cs.flapping = Some(alert_id);
+                let percent_tenths = flapping_sites.iter().copied().max().unwrap_or(0);
+                flap_change = Some((alert_id, percent_tenths, Transition::Firing));
+            }
+            (Some(alert_id), false) => {
+                cs.flapping = None;
+                flap_change = Some((alert_id, 0, Transition::Resolved));
+            }
+            _ => {}
+        }
+        holds.flapping = flapping_now;
+        let silenced_by = holds.silence;
+        let wall_ms = self.wall_ms;
         let mut transition = None;
+        let eval_changed_incidents = eval.open.is_some() || eval.close.is_some();
         if let Some(open) = &eval.open {
             let id = self.next_incident_id + 1;
             self.next_incident_id = id;
@@ -269,46 +677,169 @@ impl ClusterState {
                 .map(|e| e.last.observed_at_ms)
                 .max()
                 .unwrap_or(0);
-            self.incidents.insert(
+            let first_failure_ms = open
+                .sites
+                .iter()
+                .filter_map(|site| cs.sites.get(site).and_then(|s| s.fail_since_ms))
+                .min();
+            let time_to_detect_ms = first_failure_ms
+                .filter(|_| opened_at_ms > 0)
+                .map(|first| opened_at_ms.saturating_sub(first));
+            let sites: Vec<String> = open.sites.iter().cloned().collect();
+            let mut incident = Incident {
                 id,
-                Incident {
-                    id,
-                    check: name.to_string(),
+                check: name.to_string(),
+                severity: open.severity,
+                opened_index: index,
+                opened_tick: tick,
+                opened_at_ms,
+                opened_by,
+                closed_index: None,
+                closed_tick: None,
+                closed_at_ms: None,
+                closed_by: Vec::new(),
+                unconfirmed: open.unconfirmed,
+                close_note: None,
+                notified: false,
+                silenced_by,
+                silenced: silenced_by.is_some(),
+                suppressed_by: holds.parent.clone(),
+                ack: None,
+                parent_hold: holds.parent.clone(),
+                time_to_detect_ms,
+                duration_ms: None,
+                timeline: Vec::new(),
+                timeline_dropped: 0,
+            };
+            incident.record(
+                index,
+                wall_ms,
+                Event::Opened {
                     severity: open.severity,
-                    opened_index: index,
-                    opened_tick: tick,
-                    opened_at_ms,
-                    opened_by,
-                    closed_index: None,
-                    closed_tick: None,
-                    closed_at_ms: None,
-                    closed_by: Vec::new(),
-                    unconfirmed: open.unconfirmed,
-                    close_note: None,
+                    sites,
                 },
             );
+            if let Some(silence_id) = silenced_by {
+                incident.record(index, wall_ms, Event::Silenced { silence_id });
+            }
+            if let Some(parent) = &holds.parent {
+                incident.record(
+                    index,
+                    wall_ms,
+                    Event::Suppressed {
+                        parent: parent.clone(),
+                    },
+                );
+            }
+            self.incidents.insert(id, incident);
             cs.open_incident = Some(id);
-            transition = Some((id, Transition::Firing));
+            let t = rule::notification(Moment::Opened, &holds, false);
+            if let (Some(t), Some(inc)) = (t, self.incidents.get_mut(&id)) {
+                inc.notified = true;
+                transition = Some((id, t));
+            }
         } else if let (Some(close), Some(id)) = (&eval.close, cs.open_incident) {
             let closed_by = evidence(&close.sites, cs);
             if let Some(inc) = self.incidents.get_mut(&id) {
                 inc.closed_index = Some(index);
                 inc.closed_tick = Some(tick);
                 inc.closed_at_ms = closed_by.iter().map(|e| e.last.observed_at_ms).max();
+                inc.duration_ms = inc
+                    .closed_at_ms
+                    .filter(|_| inc.opened_at_ms > 0)
+                    .map(|closed| closed.saturating_sub(inc.opened_at_ms));
                 inc.closed_by = closed_by;
+                inc.silenced_by = None;
+                inc.parent_hold = None;
+                inc.record(
+                    index,
+                    wall_ms,
+                    Event::Closed {
+                        sites: close.sites.iter().cloned().collect(),
+                        note: None,
+                    },
+                );
+                transition =
+                    rule::notification(Moment::Closed, &holds, inc.notified).map(|t| (id, t));
             }
             cs.open_incident = None;
-            transition = Some((id, Transition::Resolved));
         }
+        let open_incident = cs.open_incident;
         cs.eval = eval;
         if let Some((incident_id, t)) = transition {
-            self.emit_intents(index, &spec, incident_id, t);
+            self.notify(index, &spec, incident_id, t);
+        }
+        if let Some((alert_id, percent_tenths, t)) = flap_change {
+            let kind = IntentKind::Flapping {
+                alert_id,
+                percent_tenths,
+            };
+            self.emit(index, &spec.notify, &spec.name, 0, kind, t);
+            let event = match t {
+                Transition::Firing => Event::FlappingStarted { alert_id },
+                Transition::Resolved => Event::FlappingStopped { alert_id },
+            };
+            if let Some(inc) = open_incident.and_then(|id| self.incidents.get_mut(&id)) {
+                inc.record(index, wall_ms, event);
+            }
+        }
+        if eval_changed_incidents {
             self.trim();
         }
     }
 
-    fn emit_intents(&mut self, index: u64, spec: &CheckSpec, incident_id: u64, t: Transition) {
-        for channel in &spec.notify {
+    /// Creates the intents of transition `t` and records them on the incident's timeline.
+    fn notify(&mut self, index: u64, spec: &CheckSpec, incident_id: u64, t: Transition) {
+        let notifiers = self.emit_intents(index, spec, incident_id, t);
+        let at_ms = self.wall_ms;
+        if let Some(inc) = self.incidents.get_mut(&incident_id) {
+            inc.record(
+                index,
+                at_ms,
+                Event::Notifying {
+                    transition: t,
+                    notifiers,
+                },
+            );
+        }
+    }
+
+    /// Creates one incident intent per notifier of `spec` that exists; returns their names.
+    fn emit_intents(
+        &mut self,
+        index: u64,
+        spec: &CheckSpec,
+        incident_id: u64,
+        t: Transition,
+    ) -> Vec<String> {
+        self.emit(
+            index,
+            &spec.notify,
+            &spec.name,
+            incident_id,
+            IntentKind::Incident,
+            t,
+        )
+    }
+
+    /// Creates one intent of `kind` per named notifier that exists; returns their names.
+    fn emit(
+        &mut self,
+        index: u64,
+        notify: &[String],
+        check: &str,
+        incident_id: u64,
+        kind: IntentKind,
+        t: Transition,
+    ) -> Vec<String> {
+        let subject = match &kind {
+            IntentKind::Incident => format!("incident-{incident_id}"),
+            IntentKind::Flapping { alert_id, .. } => format!("flapping-{alert_id}"),
+            IntentKind::SiteDegraded { alert_id, .. } => format!("site-degraded-{alert_id}"),
+            IntentKind::SiteSilent { alert_id, .. } => format!("site-silent-{alert_id}"),
+        };
+        let mut sent = Vec::new();
+        for channel in notify {
             if !self.catalog.notifiers.iter().any(|n| &n.name == channel) {
                 continue;
             }
@@ -319,19 +850,22 @@ impl ClusterState {
                 NotifyIntent {
                     id,
                     incident_id,
-                    check: spec.name.clone(),
+                    check: check.to_string(),
                     notifier: channel.clone(),
                     transition: t,
-                    dedup_key: format!("incident-{incident_id}/{}/{channel}", t.as_str()),
+                    dedup_key: format!("{subject}/{}/{channel}", t.as_str()),
                     created_index: index,
                     attempts: 0,
                     outcome: None,
+                    kind: kind.clone(),
                 },
             );
+            sent.push(channel.clone());
         }
+        sent
     }
 
-    fn apply_outcome(&mut self, outcome: &NotifyOutcome) -> CommandResponse {
+    fn apply_outcome(&mut self, index: u64, outcome: &NotifyOutcome) -> CommandResponse {
         let Some(intent) = self.intents.get_mut(&outcome.intent_id) else {
             return CommandResponse::Rejected(format!("unknown intent {}", outcome.intent_id));
         };
@@ -341,6 +875,17 @@ impl ClusterState {
         }
         intent.attempts = intent.attempts.saturating_add(outcome.attempts);
         intent.outcome = Some(outcome.delivery.clone());
+        let event = Event::Notified {
+            intent_id: intent.id,
+            notifier: intent.notifier.clone(),
+            transition: intent.transition,
+            attempts: intent.attempts,
+            delivery: outcome.delivery.clone(),
+        };
+        let (incident_id, at_ms) = (intent.incident_id, self.wall_ms);
+        if let Some(inc) = self.incidents.get_mut(&incident_id) {
+            inc.record(index, at_ms, event);
+        }
         self.trim();
         CommandResponse::Ok
     }
@@ -399,6 +944,49 @@ impl Machine<TypeConfig> for ClusterState {
     }
 }
 
+/// Each check's `depends_on` depth (0: no parents), in catalog order.
+///
+/// # Errors
+/// When a check names an unknown parent or the dependencies form a cycle (the checks file
+/// validation reports these with positions; this guards the replicated command).
+fn dependency_depths(checks: &[CheckSpec]) -> Result<Vec<u32>, String> {
+    let position: BTreeMap<&str, usize> = checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); checks.len()];
+    let mut waiting: Vec<usize> = vec![0; checks.len()];
+    for (i, c) in checks.iter().enumerate() {
+        for p in &c.depends_on {
+            let Some(&pi) = position.get(p.as_str()) else {
+                return Err(format!("check {:?} depends on unknown check {p:?}", c.name));
+            };
+            children[pi].push(i);
+            waiting[i] += 1;
+        }
+    }
+    // Kahn's algorithm: a check's depth is known once all its parents' are.
+    let mut depth = vec![0u32; checks.len()];
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..checks.len()).filter(|i| waiting[*i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = ready.pop_front() {
+        done += 1;
+        for &child in &children[i] {
+            depth[child] = depth[child].max(depth[i] + 1);
+            waiting[child] -= 1;
+            if waiting[child] == 0 {
+                ready.push_back(child);
+            }
+        }
+    }
+    if done < checks.len() {
+        return Err("the checks' depends_on form a cycle".into());
+    }
+    Ok(depth)
+}
+
 /// Convenience for readers: whether an intent settled as delivered.
 pub fn delivered(intent: &NotifyIntent) -> bool {
     matches!(intent.outcome, Some(Delivery::Delivered { .. }))
@@ -409,7 +997,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::{NotifierKind, NotifierSpec, Reason};
+    use crate::model::{NotifierKind, NotifierSpec, Reason, TIMELINE_EVENTS_MAX};
+
+    const WALL_START_MS: u64 = 1_763_740_000_000;
 
     fn member(site: &str, probe: bool) -> ClusterNode {
         ClusterNode {
@@ -423,10 +1013,19 @@ mod tests {
     struct World {
         st: ClusterState,
         index: u64,
+        /// The leader's wall clock: one second per tick.
+        wall_ms: u64,
     }
 
     impl World {
         fn new() -> Self {
+            let mut check = CheckSpec::for_test("web");
+            check.interval_ms = 1_000;
+            check.labels.insert("team".into(), "infra".into());
+            Self::with_checks(vec![check])
+        }
+
+        fn with_checks(checks: Vec<CheckSpec>) -> Self {
             let st = ClusterState {
                 members: BTreeMap::from([
                     (1, member("site-a", true)),
@@ -435,19 +1034,50 @@ mod tests {
                 ]),
                 ..ClusterState::default()
             };
-            let mut w = World { st, index: 0 };
-            let mut check = CheckSpec::for_test("web");
-            check.interval_ms = 1_000;
-            w.cmd(Command::ApplyCatalog(Catalog {
-                checks: vec![check],
-                notifiers: vec![NotifierSpec {
-                    name: "ops".into(),
-                    kind: NotifierKind::Webhook {
-                        url: "http://127.0.0.1:9/hook".into(),
-                    },
-                }],
+            let mut w = World {
+                st,
+                index: 0,
+                wall_ms: WALL_START_MS,
+            };
+            let notifier = |name: &str| NotifierSpec {
+                name: name.into(),
+                kind: NotifierKind::Webhook {
+                    url: "http://127.0.0.1:9/hook".into(),
+                },
+            };
+            let resp = w.cmd(Command::ApplyCatalog(Catalog {
+                checks,
+                notifiers: vec![notifier("ops"), notifier("pager")],
+                operator_notify: vec!["pager".into()],
             }));
+            assert_eq!(resp, CommandResponse::Ok);
             w
+        }
+
+        /// One round: both sites report these statuses in one batch each, then a tick.
+        fn round_all(&mut self, statuses: &[(String, Status)]) {
+            for (node, site) in [(1, "site-a"), (2, "site-b")] {
+                let results = statuses
+                    .iter()
+                    .map(|(check, status)| ProbeResult::new(check, *status, Reason::None, 1, ""))
+                    .collect();
+                let resp = self.cmd(Command::Results(ResultBatch {
+                    node_id: node,
+                    site: site.into(),
+                    results,
+                }));
+                assert_eq!(resp, CommandResponse::Ok);
+            }
+            self.tick();
+        }
+
+        /// (check, transition) of every intent, in order.
+        fn sent(&self) -> Vec<(String, Transition)> {
+            self.st
+                .intents
+                .values()
+                .map(|i| (i.check.clone(), i.transition))
+                .collect()
         }
 
         fn cmd(&mut self, c: Command) -> CommandResponse {
@@ -468,7 +1098,16 @@ mod tests {
         fn round(&mut self, a: Status, b: Status) {
             self.result(1, "site-a", a);
             self.result(2, "site-b", b);
-            self.cmd(Command::Tick { leader_id: 1 });
+            self.tick();
+        }
+
+        fn tick(&mut self) {
+            self.wall_ms += 1_000;
+            let wall_ms = self.wall_ms;
+            self.cmd(Command::Tick {
+                leader_id: 1,
+                wall_ms,
+            });
         }
     }
 
@@ -559,6 +1198,9 @@ mod tests {
         let mut a = World::new();
         let mut b = World::new();
         for w in [&mut a, &mut b] {
+            w.silence("web", 3, 9);
+            w.silence("team=infra", 30, 40);
+            w.cmd(Command::RemoveSilence { id: 2 });
             for i in 0..20 {
                 let s = if (i / 4) % 2 == 0 {
                     Status::Ok
@@ -566,12 +1208,676 @@ mod tests {
                     Status::Critical
                 };
                 w.round(s, s);
+                if i == 7 {
+                    w.cmd(Command::Ack {
+                        incident_id: 1,
+                        by: "hanako".into(),
+                        comment: String::new(),
+                    });
+                }
             }
         }
         let ea = crate::codec::encode(&a.st).unwrap();
         let eb = crate::codec::encode(&b.st).unwrap();
         assert_eq!(ea, eb);
         assert!(a.st.incidents.len() >= 2);
+    }
+
+    const C: Status = Status::Critical;
+    const O: Status = Status::Ok;
+
+    impl World {
+        fn silence(&mut self, matcher: &str, start_s: u64, end_s: u64) -> CommandResponse {
+            self.cmd(Command::AddSilence(SilenceSpec {
+                matcher: crate::model::Matcher::parse(matcher).unwrap(),
+                start_ms: WALL_START_MS + start_s * 1_000,
+                end_ms: WALL_START_MS + end_s * 1_000,
+                reason: "maintenance".into(),
+            }))
+        }
+
+        fn rounds(&mut self, rounds: &[(Status, Status, usize)]) {
+            for &(a, b, n) in rounds {
+                for _ in 0..n {
+                    self.round(a, b);
+                }
+            }
+        }
+
+        fn transitions(&self) -> Vec<Transition> {
+            self.st.intents.values().map(|i| i.transition).collect()
+        }
+    }
+
+    /// A silence scenario: a silence over `web` (labelled team=infra), then rounds of
+    /// (site-a, site-b, repeat) results, one tick (one second) per round.
+    struct SilenceCase {
+        name: &'static str,
+        matcher: &'static str,
+        /// Window in seconds after the start of the scenario.
+        window_s: (u64, u64),
+        rounds: &'static [(Status, Status, usize)],
+        incidents: usize,
+        silenced: bool,
+        intents: &'static [Transition],
+    }
+
+    #[test]
+    fn silence_table() {
+        use Transition::{Firing, Resolved};
+        let outage: &[(Status, Status, usize)] = &[(O, O, 1), (C, C, 3), (O, O, 3)];
+        let long_outage: &[(Status, Status, usize)] = &[(O, O, 1), (C, C, 8), (O, O, 3)];
+        let cases = [
+            SilenceCase {
+                name: "silence over an outage: one incident recorded, zero intents",
+                matcher: "web",
+                window_s: (0, 60),
+                rounds: outage,
+                incidents: 1,
+                silenced: true,
+                intents: &[],
+            },
+            SilenceCase {
+                name: "silence ends with the incident open: one firing then, resolved later",
+                matcher: "web",
+                window_s: (0, 5),
+                rounds: long_outage,
+                incidents: 1,
+                silenced: true,
+                intents: &[Firing, Resolved],
+            },
+            SilenceCase {
+                name: "a glob matches",
+                matcher: "w?b*",
+                window_s: (0, 60),
+                rounds: outage,
+                incidents: 1,
+                silenced: true,
+                intents: &[],
+            },
+            SilenceCase {
+                name: "a matching label",
+                matcher: "team=infra",
+                window_s: (0, 60),
+                rounds: outage,
+                incidents: 1,
+                silenced: true,
+                intents: &[],
+            },
+            SilenceCase {
+                name: "another label does not hold",
+                matcher: "team=db",
+                window_s: (0, 60),
+                rounds: outage,
+                incidents: 1,
+                silenced: false,
+                intents: &[Firing, Resolved],
+            },
+            SilenceCase {
+                name: "a scheduled silence does not hold before it starts",
+                matcher: "web",
+                window_s: (100, 200),
+                rounds: outage,
+                incidents: 1,
+                silenced: false,
+                intents: &[Firing, Resolved],
+            },
+            SilenceCase {
+                name: "a silence that begins after the page: the resolve still goes out",
+                matcher: "web",
+                window_s: (4, 60),
+                rounds: long_outage,
+                incidents: 1,
+                silenced: true,
+                intents: &[Firing, Resolved],
+            },
+        ];
+        for case in &cases {
+            let mut w = World::new();
+            let resp = w.silence(case.matcher, case.window_s.0, case.window_s.1);
+            assert_eq!(resp, CommandResponse::Created(1), "{}", case.name);
+            w.rounds(case.rounds);
+            assert_eq!(w.st.incidents.len(), case.incidents, "{}", case.name);
+            assert_eq!(w.st.open_incidents().count(), 0, "{}", case.name);
+            assert_eq!(w.st.incidents[&1].silenced, case.silenced, "{}", case.name);
+            assert_eq!(w.transitions(), case.intents, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn removing_a_silence_releases_the_firing_at_the_next_tick() {
+        let mut w = World::new();
+        w.silence("web", 0, 3_600);
+        w.rounds(&[(C, C, 3)]);
+        assert_eq!(w.st.open_incidents().count(), 1);
+        assert_eq!(w.st.incidents[&1].silenced_by, Some(1));
+        assert!(w.st.intents.is_empty());
+        assert_eq!(w.cmd(Command::RemoveSilence { id: 1 }), CommandResponse::Ok);
+        assert!(w.st.checks["web"].silenced_by.is_none());
+        w.tick();
+        assert_eq!(w.transitions(), vec![Transition::Firing]);
+        assert_eq!(w.st.incidents[&1].silenced_by, None);
+        assert!(
+            w.st.incidents[&1].silenced,
+            "the flag stays: it was silenced"
+        );
+        w.tick();
+        assert_eq!(w.st.intents.len(), 1, "fired once");
+        assert!(matches!(
+            w.cmd(Command::RemoveSilence { id: 1 }),
+            CommandResponse::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn silences_are_validated_pruned_and_bounded() {
+        let mut w = World::new();
+        w.tick();
+        // Ends before the cluster's current time (the leader's last tick).
+        assert!(matches!(
+            w.silence("web", 0, 1),
+            CommandResponse::Rejected(_)
+        ));
+        assert!(matches!(
+            w.silence("web", 9, 5),
+            CommandResponse::Rejected(_)
+        ));
+        assert_eq!(w.silence("web", 0, 3), CommandResponse::Created(1));
+        w.tick();
+        w.tick();
+        assert_eq!(
+            w.st.silences.len(),
+            0,
+            "ended silences are pruned at a tick"
+        );
+        for i in 0..SILENCES_MAX {
+            let resp = w.silence("web", 0, 100);
+            assert_eq!(resp, CommandResponse::Created(2 + i as u64));
+        }
+        assert!(matches!(
+            w.silence("web", 0, 100),
+            CommandResponse::Rejected(_)
+        ));
+        assert_eq!(w.st.silences.len(), SILENCES_MAX);
+    }
+
+    /// `host` and ten children `web0`..`web9` that depend on it. Rounds give (host status,
+    /// children's status, repeat), the same at both sites.
+    struct DependencyCase {
+        name: &'static str,
+        rounds: &'static [(Status, Status, usize)],
+        sent: &'static [(&'static str, Transition)],
+        suppressed: usize,
+    }
+
+    #[test]
+    fn dependency_table() {
+        use Transition::{Firing, Resolved};
+        let cases = [
+            DependencyCase {
+                name: "dead parent with 10 children: one page, one resolve",
+                rounds: &[(O, O, 1), (C, C, 4), (O, O, 3)],
+                sent: &[("host", Firing), ("host", Resolved)],
+                suppressed: 10,
+            },
+            DependencyCase {
+                name: "children down while the parent is fine: each pages",
+                rounds: &[(O, O, 1), (O, C, 3), (O, O, 3)],
+                sent: &[
+                    ("web0", Firing),
+                    ("web1", Firing),
+                    ("web2", Firing),
+                    ("web3", Firing),
+                    ("web4", Firing),
+                    ("web5", Firing),
+                    ("web6", Firing),
+                    ("web7", Firing),
+                    ("web8", Firing),
+                    ("web9", Firing),
+                    ("web0", Resolved),
+                    ("web1", Resolved),
+                    ("web2", Resolved),
+                    ("web3", Resolved),
+                    ("web4", Resolved),
+                    ("web5", Resolved),
+                    ("web6", Resolved),
+                    ("web7", Resolved),
+                    ("web8", Resolved),
+                    ("web9", Resolved),
+                ],
+                suppressed: 0,
+            },
+            DependencyCase {
+                name: "children still down after the parent recovers: they page then",
+                rounds: &[(O, O, 1), (C, C, 4), (O, C, 3), (O, O, 3)],
+                sent: &[
+                    ("host", Firing),
+                    ("host", Resolved),
+                    ("web0", Firing),
+                    ("web1", Firing),
+                    ("web2", Firing),
+                    ("web3", Firing),
+                    ("web4", Firing),
+                    ("web5", Firing),
+                    ("web6", Firing),
+                    ("web7", Firing),
+                    ("web8", Firing),
+                    ("web9", Firing),
+                    ("web0", Resolved),
+                    ("web1", Resolved),
+                    ("web2", Resolved),
+                    ("web3", Resolved),
+                    ("web4", Resolved),
+                    ("web5", Resolved),
+                    ("web6", Resolved),
+                    ("web7", Resolved),
+                    ("web8", Resolved),
+                    ("web9", Resolved),
+                ],
+                suppressed: 10,
+            },
+        ];
+        let children: Vec<String> = (0..10).map(|i| format!("web{i}")).collect();
+        for case in &cases {
+            // Children first in the catalog: evaluation order must still be parents first.
+            let mut checks: Vec<CheckSpec> = children
+                .iter()
+                .map(|name| {
+                    let mut c = CheckSpec::for_test(name);
+                    c.interval_ms = 1_000;
+                    c.depends_on = vec!["host".into()];
+                    c
+                })
+                .collect();
+            let mut host = CheckSpec::for_test("host");
+            host.interval_ms = 1_000;
+            checks.push(host);
+            let mut w = World::with_checks(checks);
+            for &(h, c, n) in case.rounds {
+                let mut statuses = vec![("host".to_string(), h)];
+                statuses.extend(children.iter().map(|name| (name.clone(), c)));
+                for _ in 0..n {
+                    w.round_all(&statuses);
+                }
+            }
+            let want: Vec<(String, Transition)> =
+                case.sent.iter().map(|(c, t)| (c.to_string(), *t)).collect();
+            assert_eq!(w.sent(), want, "{}", case.name);
+            assert_eq!(w.st.open_incidents().count(), 0, "{}", case.name);
+            let suppressed =
+                w.st.incidents
+                    .values()
+                    .filter(|i| i.suppressed_by.as_deref() == Some("host"))
+                    .count();
+            assert_eq!(suppressed, case.suppressed, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn catalogs_with_bad_dependencies_are_rejected() {
+        let mut w = World::new();
+        let dep = |name: &str, parent: &str| {
+            let mut c = CheckSpec::for_test(name);
+            c.depends_on = vec![parent.into()];
+            c
+        };
+        for checks in [
+            vec![dep("a", "nope")],
+            vec![dep("a", "b"), dep("b", "a")],
+            vec![dep("a", "a")],
+        ] {
+            let resp = w.cmd(Command::ApplyCatalog(Catalog {
+                checks,
+                ..Catalog::default()
+            }));
+            assert!(matches!(resp, CommandResponse::Rejected(_)), "{resp:?}");
+        }
+        assert_eq!(w.st.eval_order, vec!["web".to_string()], "unchanged");
+    }
+
+    #[test]
+    fn acknowledgements() {
+        let mut w = World::new();
+        let ack = |incident_id, by: &str| Command::Ack {
+            incident_id,
+            by: by.into(),
+            comment: "on it\u{202E}".into(),
+        };
+        assert!(matches!(
+            w.cmd(ack(1, "hanako")),
+            CommandResponse::Rejected(_)
+        ));
+        w.rounds(&[(C, C, 3)]);
+        let intents = w.st.intents.len();
+        // (who, accepted, kept as)
+        let table = [
+            ("", false, None),
+            ("  ", false, None),
+            ("hanako", true, Some("hanako")),
+        ];
+        for (by, ok, kept) in table {
+            let resp = w.cmd(ack(1, by));
+            assert_eq!(resp == CommandResponse::Ok, ok, "{by:?}: {resp:?}");
+            assert_eq!(w.st.incidents[&1].ack.as_ref().map(|a| a.by.as_str()), kept);
+        }
+        let a = w.st.incidents[&1].ack.clone().unwrap();
+        assert_eq!(a.comment, "on it", "made displayable");
+        assert_eq!(a.at_ms, w.wall_ms);
+        assert_eq!(w.st.intents.len(), intents, "an ack sends nothing");
+        w.rounds(&[(O, O, 2)]);
+        assert!(matches!(
+            w.cmd(ack(1, "taro")),
+            CommandResponse::Rejected(_)
+        ));
+    }
+
+    /// The timeline's events, by kind name, for comparison.
+    fn kinds(inc: &Incident) -> Vec<&'static str> {
+        inc.timeline
+            .iter()
+            .map(|e| match &e.event {
+                Event::Opened { .. } => "opened",
+                Event::Silenced { .. } => "silenced",
+                Event::Unsilenced { .. } => "unsilenced",
+                Event::Suppressed { .. } => "suppressed",
+                Event::Unsuppressed { .. } => "unsuppressed",
+                Event::Notifying { .. } => "notifying",
+                Event::Notified { .. } => "notified",
+                Event::Acknowledged { .. } => "acknowledged",
+                Event::Closed { .. } => "closed",
+                Event::FlappingStarted { .. } => "flapping_started",
+                Event::FlappingStopped { .. } => "flapping_stopped",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn timelines() {
+        // A plain outage, acknowledged, with the firing delivered.
+        let mut w = World::new();
+        w.round(O, O);
+        for n in 0..3 {
+            for (node, site) in [(1, "site-a"), (2, "site-b")] {
+                let mut r = ProbeResult::new("web", C, Reason::Refused, 1, "refused");
+                r.observed_at_ms = 10_000 + n * 1_000;
+                w.cmd(Command::Results(ResultBatch {
+                    node_id: node,
+                    site: site.into(),
+                    results: vec![r],
+                }));
+            }
+            w.tick();
+        }
+        w.cmd(Command::Ack {
+            incident_id: 1,
+            by: "hanako".into(),
+            comment: String::new(),
+        });
+        w.cmd(Command::NotifyOutcome(NotifyOutcome {
+            intent_id: 1,
+            attempts: 2,
+            delivery: Delivery::Delivered {
+                leader_id: 1,
+                term: 1,
+            },
+        }));
+        for _ in 0..2 {
+            for (node, site) in [(1, "site-a"), (2, "site-b")] {
+                let mut r = ProbeResult::new("web", O, Reason::None, 1, "");
+                r.observed_at_ms = 20_000;
+                w.cmd(Command::Results(ResultBatch {
+                    node_id: node,
+                    site: site.into(),
+                    results: vec![r],
+                }));
+            }
+            w.tick();
+        }
+        let inc = &w.st.incidents[&1];
+        assert_eq!(
+            kinds(inc),
+            [
+                "opened",
+                "notifying",
+                "acknowledged",
+                "notified",
+                "closed",
+                "notifying"
+            ]
+        );
+        assert_eq!(
+            inc.time_to_detect_ms,
+            Some(1_000),
+            "first failure 10 s, confirmed 11 s"
+        );
+        assert_eq!(inc.duration_ms, Some(9_000));
+        assert!(matches!(
+            &inc.timeline[3].event,
+            Event::Notified {
+                attempts: 2,
+                delivery: Delivery::Delivered { .. },
+                ..
+            }
+        ));
+
+        // Silenced, released when the silence ends; suppressed, released by the parent.
+        let mut w = World::new();
+        w.silence("web", 0, 4);
+        w.rounds(&[(C, C, 5), (O, O, 2)]);
+        assert_eq!(
+            kinds(&w.st.incidents[&1]),
+            [
+                "opened",
+                "silenced",
+                "unsilenced",
+                "notifying",
+                "closed",
+                "notifying"
+            ]
+        );
+        let mut child = CheckSpec::for_test("web");
+        child.interval_ms = 1_000;
+        child.depends_on = vec!["host".into()];
+        let mut host = CheckSpec::for_test("host");
+        host.interval_ms = 1_000;
+        let mut w = World::with_checks(vec![host, child]);
+        let all = |h, c| vec![("host".to_string(), h), ("web".to_string(), c)];
+        for (h, c, n) in [(C, C, 3), (O, C, 2), (O, O, 2)] {
+            for _ in 0..n {
+                w.round_all(&all(h, c));
+            }
+        }
+        let web = w.st.incidents.values().find(|i| i.check == "web").unwrap();
+        assert_eq!(
+            kinds(web),
+            [
+                "opened",
+                "suppressed",
+                "unsuppressed",
+                "notifying",
+                "closed",
+                "notifying"
+            ]
+        );
+
+        // Bounded: the opening stays, the rest rolls.
+        let mut w = World::new();
+        w.rounds(&[(C, C, 2)]);
+        for i in 0..(TIMELINE_EVENTS_MAX + 10) {
+            w.cmd(Command::Ack {
+                incident_id: 1,
+                by: format!("op{i}"),
+                comment: String::new(),
+            });
+        }
+        let inc = &w.st.incidents[&1];
+        assert_eq!(inc.timeline.len(), TIMELINE_EVENTS_MAX);
+        assert_eq!(kinds(inc)[0], "opened");
+        assert_eq!(inc.timeline_dropped, 12);
+    }
+
+    /// A target that fails for two rounds and recovers for two, over and over, then
+    /// steadies. (flap thresholds, cycles, expected flapping started/stopped intents, whether
+    /// every incident paged).
+    #[test]
+    fn flapping_table() {
+        let cases = [
+            (
+                "flapping target: one started, one stopped",
+                50,
+                25,
+                12,
+                1,
+                1,
+                false,
+            ),
+            ("detection off: every flap pages", 0, 0, 12, 0, 0, true),
+            ("too few flaps to cross the bar", 50, 25, 3, 0, 0, true),
+        ];
+        for (name, high, low, cycles, started, stopped, all_paged) in cases {
+            let mut check = CheckSpec::for_test("web");
+            check.interval_ms = 1_000;
+            check.flap = crate::model::Flap {
+                high_pct: high,
+                low_pct: low,
+            };
+            let mut w = World::with_checks(vec![check]);
+            for _ in 0..cycles {
+                w.rounds(&[(C, C, 2), (O, O, 2)]);
+            }
+            w.rounds(&[(O, O, 25)]);
+            let flapping = |t| {
+                w.st.intents
+                    .values()
+                    .filter(|i| matches!(i.kind, IntentKind::Flapping { .. }) && i.transition == t)
+                    .count()
+            };
+            assert_eq!(flapping(Transition::Firing), started, "{name}: started");
+            assert_eq!(flapping(Transition::Resolved), stopped, "{name}: stopped");
+            let paged = w.st.incidents.values().filter(|i| i.notified).count();
+            assert_eq!(
+                paged == w.st.incidents.len(),
+                all_paged,
+                "{name}: {paged} paged"
+            );
+            assert!(
+                w.st.incidents.len() >= cycles as usize,
+                "{name}: every flap recorded"
+            );
+            assert!(
+                w.st.checks["web"].flapping.is_none(),
+                "{name}: steady at the end"
+            );
+            // No incident pages between flapping started and stopped.
+            let ids: Vec<(u64, bool)> =
+                w.st.intents
+                    .values()
+                    .map(|i| (i.id, matches!(i.kind, IntentKind::Flapping { .. })))
+                    .collect();
+            if let (Some(start), Some(stop)) = (
+                ids.iter().position(|(_, f)| *f),
+                ids.iter().rposition(|(_, f)| *f),
+            ) {
+                let firing_between =
+                    w.st.intents
+                        .values()
+                        .skip(start + 1)
+                        .take(stop - start)
+                        .filter(|i| {
+                            i.kind == IntentKind::Incident && i.transition == Transition::Firing
+                        });
+                assert_eq!(firing_between.count(), 0, "{name}");
+                let key = &w.st.intents.values().nth(start).unwrap().dedup_key;
+                assert_eq!(key, "flapping-1/firing/ops", "{name}");
+            }
+        }
+    }
+
+    /// Four checks; site-a's path breaks, then site-b goes quiet. Operator alerts go to
+    /// `pager` (the `[operator]` notifier) only, once per episode.
+    #[test]
+    fn operator_alerts() {
+        let checks: Vec<CheckSpec> = (0..4)
+            .map(|i| {
+                let mut c = CheckSpec::for_test(&format!("c{i}"));
+                c.interval_ms = 1_000;
+                c
+            })
+            .collect();
+        let mut w = World::with_checks(checks);
+        let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        let batch = |w: &mut World, node: u64, site: &str, status: Status| {
+            let results = names
+                .iter()
+                .map(|n| ProbeResult::new(n, status, Reason::Timeout, 1, ""))
+                .collect();
+            let resp = w.cmd(Command::Results(ResultBatch {
+                node_id: node,
+                site: site.into(),
+                results,
+            }));
+            assert_eq!(resp, CommandResponse::Ok);
+        };
+        let alerts = |w: &World| -> Vec<(String, String, Transition)> {
+            w.st.intents
+                .values()
+                .filter(|i| i.kind != IntentKind::Incident)
+                .map(|i| (i.notifier.clone(), i.dedup_key.clone(), i.transition))
+                .collect()
+        };
+        // site-a fails everything while site-b sees it fine: path suspect on 4 of 4.
+        for _ in 0..4 {
+            batch(&mut w, 1, "site-a", C);
+            batch(&mut w, 2, "site-b", O);
+            w.tick();
+        }
+        assert_eq!(w.st.incidents.len(), 0, "a broken path is not an outage");
+        assert_eq!(
+            alerts(&w),
+            vec![(
+                "pager".into(),
+                "site-degraded-1/firing/pager".into(),
+                Transition::Firing
+            )]
+        );
+        for _ in 0..3 {
+            batch(&mut w, 1, "site-a", O);
+            batch(&mut w, 2, "site-b", O);
+            w.tick();
+        }
+        assert_eq!(alerts(&w).len(), 2);
+        assert_eq!(alerts(&w)[1].1, "site-degraded-1/resolved/pager");
+        assert!(w.st.site_health["site-a"].degraded.is_none());
+
+        // site-b stops reporting: silent once the freshness window (5 ticks) has passed
+        // since its last batch (one tick passed already, in the last round).
+        for _ in 0..4 {
+            batch(&mut w, 1, "site-a", O);
+            w.tick();
+        }
+        assert_eq!(alerts(&w).len(), 2, "within the window");
+        for _ in 0..10 {
+            batch(&mut w, 1, "site-a", O);
+            w.tick();
+        }
+        assert_eq!(alerts(&w).len(), 3);
+        assert_eq!(alerts(&w)[2].1, "site-silent-2/firing/pager");
+        assert!(matches!(
+            &w.st.intents.values().last().unwrap().kind,
+            IntentKind::SiteSilent { site, .. } if site == "site-b"
+        ));
+        batch(&mut w, 2, "site-b", O);
+        w.tick();
+        assert_eq!(alerts(&w)[3].1, "site-silent-2/resolved/pager");
+        assert!(
+            w.st.intents.values().all(|i| i.notifier == "pager"),
+            "check notifiers never get operator alerts, and no incident opened"
+        );
+        assert!(w
+            .st
+            .intents
+            .values()
+            .all(|i| i.check.is_empty() && i.incident_id == 0));
     }
 
     #[test]

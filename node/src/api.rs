@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use consentry_cluster::command::Command;
+use consentry_cluster::command::{Command, CommandResponse};
+use consentry_cluster::model::{Matcher, SilenceSpec};
 use consentry_cluster::state::ClusterState;
 use consentry_cluster::types::Raft;
 use consentry_storage::StateReader;
@@ -24,6 +25,7 @@ use crate::demo_target::DemoTarget;
 use crate::error::WriteError;
 use crate::metrics;
 use crate::views;
+use crate::wall_time;
 use crate::writer::Writer;
 
 /// Incidents returned by one read.
@@ -49,7 +51,11 @@ pub fn router(s: Arc<ApiState>) -> Router {
         .route("/metrics", get(prometheus))
         .route("/api/v1/status", get(status))
         .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/silences", get(silences).post(add_silence))
+        .route("/api/v1/silences/{id}", delete(remove_silence))
         .route(
             "/api/v1/checks",
             get(checks).put(apply_checks).post(apply_checks),
@@ -169,6 +175,27 @@ async fn incidents(State(s): State<Arc<ApiState>>, Query(q): Query<IncidentsQuer
     }
 }
 
+async fn incident(State(s): State<Arc<ApiState>>, Path(id): Path<u64>) -> Response {
+    let body = s
+        .state
+        .read(|st| views::incident(st, id).map(serde_json::to_value));
+    match body {
+        Some(Ok(v)) => Json(v).into_response(),
+        Some(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+            json!(null),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no incident {id} (closed incidents are kept up to a bound)"),
+            json!(null),
+        ),
+    }
+}
+
 async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
     Json(views::cluster(&s.raft, s.node_id, &s.site)).into_response()
 }
@@ -177,7 +204,12 @@ async fn checks(State(s): State<Arc<ApiState>>) -> Response {
     // Passwords are replicated to every prober but never shown to readers.
     let body = s.state.read(|st| {
         let checks: Vec<_> = st.catalog.checks.iter().map(|c| c.redacted()).collect();
-        json!({ "catalog_index": st.catalog_index, "checks": checks, "notifiers": st.catalog.notifiers })
+        json!({
+            "catalog_index": st.catalog_index,
+            "checks": checks,
+            "notifiers": st.catalog.notifiers.iter().map(|n| n.redacted()).collect::<Vec<_>>(),
+            "operator_notify": st.catalog.operator_notify,
+        })
     });
     Json(body).into_response()
 }
@@ -229,6 +261,190 @@ async fn apply_checks(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: 
     }
 }
 
+async fn silences(State(s): State<Arc<ApiState>>) -> Response {
+    Json(s.state.read(views::silences)).into_response()
+}
+
+/// `POST /api/v1/silences`: a window given by `start` (default: the cluster's current time,
+/// the leader's last tick) and either `end` or `for`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    /// A check name, a glob over names, or `label=value`.
+    #[serde(rename = "match")]
+    matcher: String,
+    reason: String,
+    /// RFC 3339.
+    start: Option<String>,
+    /// RFC 3339.
+    end: Option<String>,
+    /// A duration from `start`: `"30m"`, `"2h"`.
+    #[serde(rename = "for")]
+    duration: Option<String>,
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid bearer token is required (Authorization: Bearer <contents of api.token>)",
+        json!(null),
+    )
+}
+
+fn write_failed(e: WriteError) -> Response {
+    match e {
+        WriteError::Rejected(why) => error(StatusCode::BAD_REQUEST, "rejected", why, json!(null)),
+        e => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_quorum",
+            e.to_string(),
+            json!(null),
+        ),
+    }
+}
+
+/// Resolves a silence request against the cluster's current time `now_ms`.
+fn silence_spec(req: &NewSilence, now_ms: u64) -> Result<SilenceSpec, String> {
+    let matcher = Matcher::parse(&req.matcher)?;
+    let start_ms = match &req.start {
+        Some(t) => wall_time::parse_rfc3339(t)?,
+        None if now_ms == 0 => {
+            return Err(
+                "the cluster has not ticked yet, so it has no current time: give start".into(),
+            )
+        }
+        None => now_ms,
+    };
+    let end_ms = match (&req.end, &req.duration) {
+        (Some(t), None) => wall_time::parse_rfc3339(t)?,
+        (None, Some(d)) => start_ms.saturating_add(crate::duration::parse_ms(d)?),
+        (Some(_), Some(_)) => return Err("give end or for, not both".into()),
+        (None, None) => return Err("give end (RFC 3339) or for (a duration like \"2h\")".into()),
+    };
+    let spec = SilenceSpec {
+        matcher,
+        start_ms,
+        end_ms,
+        reason: req.reason.clone(),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+async fn add_silence(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let req: NewSilence = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body must be JSON with match, reason, and end or for: {e}"),
+                json!(null),
+            )
+        }
+    };
+    let now_ms = s.state.read(|st| st.wall_ms);
+    let spec = match silence_spec(&req, now_ms) {
+        Ok(spec) => spec,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why, json!(null)),
+    };
+    match s.writer.write(Command::AddSilence(spec.clone())).await {
+        Ok(CommandResponse::Created(id)) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "id": id,
+                "match": spec.matcher.to_string(),
+                "start_ms": spec.start_ms,
+                "end_ms": spec.end_ms,
+                "start": wall_time::format_rfc3339(spec.start_ms),
+                "end": wall_time::format_rfc3339(spec.end_ms),
+            })),
+        )
+            .into_response(),
+        Ok(other) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected answer {other:?}"),
+            json!(null),
+        ),
+        Err(e) => write_failed(e),
+    }
+}
+
+async fn remove_silence(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    if !s.state.read(|st| st.silences.contains_key(&id)) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no silence {id} (it may have ended and been pruned)"),
+            json!(null),
+        );
+    }
+    match s.writer.write(Command::RemoveSilence { id }).await {
+        Ok(_) => Json(json!({ "removed": id })).into_response(),
+        Err(e) => write_failed(e),
+    }
+}
+
+/// `POST /api/v1/incidents/{id}/ack`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAck {
+    by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn ack_incident(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let req: NewAck = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body must be JSON with by and an optional comment: {e}"),
+                json!(null),
+            )
+        }
+    };
+    if !s.state.read(|st| st.incidents.contains_key(&id)) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no incident {id}"),
+            json!(null),
+        );
+    }
+    let cmd = Command::Ack {
+        incident_id: id,
+        by: req.by,
+        comment: req.comment,
+    };
+    match s.writer.write(cmd).await {
+        Ok(_) => Json(json!({ "acknowledged": id })).into_response(),
+        Err(e) => write_failed(e),
+    }
+}
+
 async fn demo_state(State(s): State<Arc<ApiState>>) -> Response {
     match &s.demo {
         Some(d) => Json(json!({ "target": d.url(), "broken": d.is_broken() })).into_response(),
@@ -261,5 +477,70 @@ fn demo_set(s: &ApiState, broken: bool) -> Response {
             "this node is not running `consentry demo`",
             json!(null),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_requests_resolve_against_the_cluster_time() {
+        const NOW: u64 = 1_795_226_400_000; // 2026-11-21T02:00:00Z
+        let req = |start: Option<&str>, end: Option<&str>, duration: Option<&str>| NewSilence {
+            matcher: "web-*".into(),
+            reason: "upgrade".into(),
+            start: start.map(Into::into),
+            end: end.map(Into::into),
+            duration: duration.map(Into::into),
+        };
+        // (case, request, now, expected window)
+        let table = [
+            (
+                "for from now",
+                req(None, None, Some("2h")),
+                NOW,
+                Some((NOW, NOW + 7_200_000)),
+            ),
+            (
+                "explicit window with an offset",
+                req(
+                    Some("2026-11-21T11:00:00+09:00"),
+                    Some("2026-11-21T04:00:00Z"),
+                    None,
+                ),
+                0,
+                Some((NOW, NOW + 7_200_000)),
+            ),
+            (
+                "start and for",
+                req(Some("2026-11-21T02:00:00Z"), None, Some("30m")),
+                0,
+                Some((NOW, NOW + 1_800_000)),
+            ),
+            ("no end", req(None, None, None), NOW, None),
+            (
+                "end and for",
+                req(None, Some("2026-11-21T04:00:00Z"), Some("2h")),
+                NOW,
+                None,
+            ),
+            ("no cluster time yet", req(None, None, Some("2h")), 0, None),
+            (
+                "ends before it starts",
+                req(
+                    Some("2026-11-21T02:00:00Z"),
+                    Some("2026-11-21T01:00:00Z"),
+                    None,
+                ),
+                0,
+                None,
+            ),
+            ("bad time", req(Some("2am"), None, Some("2h")), NOW, None),
+        ];
+        for (name, r, now, want) in table {
+            let got = silence_spec(&r, now).ok().map(|s| (s.start_ms, s.end_ms));
+            assert_eq!(got, want, "{name}");
+        }
     }
 }

@@ -31,6 +31,9 @@ pub const COMMON_KEYS: &[&str] = &[
     "recover",
     "notify",
     "labels",
+    "depends_on",
+    "flap_high",
+    "flap_low",
 ];
 
 /// Echo requests per icmp probe, at most (the prober's own bound).

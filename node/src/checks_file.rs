@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use consentry_cluster::model::{Catalog, CheckSpec, Confirm, NotifierKind, NotifierSpec, Recover};
+use consentry_cluster::model::{Catalog, CheckSpec, Confirm, Flap, NotifierSpec, Recover};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::check_kinds::{self, kind_keys, COMMON_KEYS};
 use crate::duration::parse_ms;
+use crate::notifier_kinds;
 use crate::position::Position;
 
 /// Largest checks file accepted (a bound on what `apply` will parse).
@@ -18,6 +19,8 @@ pub const CHECKS_FILE_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const CHECKS_MAX: usize = 20_000;
 /// Longest check or notifier name.
 pub const NAME_BYTES_MAX: usize = 128;
+/// Parents one check may name in `depends_on`.
+pub const DEPENDS_ON_MAX: usize = 32;
 
 /// Defaults when neither the check nor `[defaults]` says (see docs/configuration.md).
 pub const DEFAULT_INTERVAL_MS: u64 = 60_000;
@@ -46,6 +49,13 @@ struct RawFile {
     check: Vec<Spanned<RawCheck>>,
     #[serde(default)]
     notifier: Vec<Spanned<RawNotifier>>,
+    operator: Option<RawOperator>,
+}
+
+/// `[operator]`: where alerts about the cluster itself go.
+#[derive(Deserialize, Default)]
+struct RawOperator {
+    notify: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -115,13 +125,30 @@ pub(crate) struct RawCheck {
     pub(crate) recover: Option<Spanned<RawRecover>>,
     pub(crate) notify: Option<Vec<Spanned<String>>>,
     pub(crate) labels: Option<BTreeMap<String, String>>,
+    pub(crate) depends_on: Option<Vec<Spanned<String>>>,
+    pub(crate) flap_high: Option<Spanned<i64>>,
+    pub(crate) flap_low: Option<Spanned<i64>>,
 }
 
+/// A `[[notifier]]` table as written: every key of every kind (which keys apply to which
+/// kind is checked by the key scan and [`notifier_kinds::notifier_kind`]).
 #[derive(Deserialize)]
-struct RawNotifier {
-    name: Spanned<String>,
-    kind: Spanned<String>,
-    url: Option<Spanned<String>>,
+pub(crate) struct RawNotifier {
+    pub(crate) name: Spanned<String>,
+    pub(crate) kind: Spanned<String>,
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) server: Option<Spanned<String>>,
+    pub(crate) port: Option<Spanned<i64>>,
+    pub(crate) tls: Option<Spanned<String>>,
+    pub(crate) tls_verify: Option<bool>,
+    pub(crate) from: Option<Spanned<String>>,
+    pub(crate) to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) user: Option<Spanned<String>>,
+    pub(crate) password: Option<Spanned<String>>,
+    pub(crate) subject_firing: Option<Spanned<String>>,
+    pub(crate) subject_resolved: Option<Spanned<String>>,
+    pub(crate) argv: Option<Spanned<Vec<String>>>,
+    pub(crate) timeout: Option<Spanned<String>>,
 }
 
 /// The keys each table may hold. `None`: any keys (labels). Unknown keys are reported by
@@ -159,9 +186,36 @@ const CHECK_SCHEMA: Schema = Schema {
         ("recover", Some(&RECOVER_SCHEMA)),
     ],
 };
+/// `[[notifier]]`: which keys apply depends on the notifier's kind
+/// ([`notifier_kinds::notifier_kind_keys`]).
 const NOTIFIER_SCHEMA: Schema = Schema {
     table: "[[notifier]]",
-    keys: &[("name", None), ("kind", None), ("url", None)],
+    keys: &[("name", None), ("kind", None)],
+};
+
+/// The keys of a table whose plain keys depend on its `kind`.
+struct KindKeys {
+    table: &'static str,
+    common: &'static [&'static str],
+    kinds: &'static [&'static str],
+    keys: fn(&str) -> Option<&'static [&'static str]>,
+}
+
+const CHECK_KIND_KEYS: KindKeys = KindKeys {
+    table: "[[check]]",
+    common: COMMON_KEYS,
+    kinds: check_kinds::KINDS,
+    keys: kind_keys,
+};
+const NOTIFIER_KIND_KEYS: KindKeys = KindKeys {
+    table: "[[notifier]]",
+    common: notifier_kinds::NOTIFIER_COMMON_KEYS,
+    kinds: notifier_kinds::NOTIFIER_KINDS,
+    keys: notifier_kinds::notifier_kind_keys,
+};
+const OPERATOR_SCHEMA: Schema = Schema {
+    table: "[operator]",
+    keys: &[("notify", None)],
 };
 const FILE_SCHEMA: Schema = Schema {
     table: "the top level",
@@ -169,6 +223,7 @@ const FILE_SCHEMA: Schema = Schema {
         ("defaults", Some(&DEFAULTS_SCHEMA)),
         ("check", Some(&CHECK_SCHEMA)),
         ("notifier", Some(&NOTIFIER_SCHEMA)),
+        ("operator", Some(&OPERATOR_SCHEMA)),
     ],
 };
 
@@ -188,43 +243,41 @@ fn scan_table(
     schema: &Schema,
     out: &mut Vec<Problem>,
 ) {
-    // A check's plain keys depend on its kind; an unknown kind is reported elsewhere, so
-    // then every kind's keys are allowed rather than flagging each one.
-    let check_kind = std::ptr::eq(schema, &CHECK_SCHEMA)
-        .then(|| table.get("kind").and_then(|k| k.as_str()).unwrap_or(""));
+    // A check's or notifier's plain keys depend on its kind; an unknown kind is reported
+    // elsewhere, so then every kind's keys are allowed rather than flagging each one.
+    let per_kind = if std::ptr::eq(schema, &CHECK_SCHEMA) {
+        Some(&CHECK_KIND_KEYS)
+    } else if std::ptr::eq(schema, &NOTIFIER_SCHEMA) {
+        Some(&NOTIFIER_KIND_KEYS)
+    } else {
+        None
+    };
     let kind_allowed = |name: &str| -> Result<(), String> {
-        let Some(kind) = check_kind else {
+        let Some(pk) = per_kind else {
             return Err(String::new());
         };
-        if COMMON_KEYS.contains(&name) {
+        let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if pk.common.contains(&name) {
             return Ok(());
         }
-        match kind_keys(kind) {
+        let any_kind = pk
+            .kinds
+            .iter()
+            .any(|k| (pk.keys)(k).is_some_and(|ks| ks.contains(&name)));
+        match (pk.keys)(kind) {
             Some(keys) if keys.contains(&name) => Ok(()),
-            Some(keys) => {
-                let any_kind = check_kinds::KINDS
-                    .iter()
-                    .any(|k| kind_keys(k).is_some_and(|ks| ks.contains(&name)));
-                if any_kind {
-                    Err(format!(
-                        "key `{name}` does not apply to kind {kind:?}; it takes: {}",
-                        keys.join(", ")
-                    ))
-                } else {
-                    Err(format!(
-                        "unknown key `{name}` in [[check]] of kind {kind:?}; it takes: {}, {}",
-                        COMMON_KEYS.join(", "),
-                        keys.join(", ")
-                    ))
-                }
-            }
-            None if check_kinds::KINDS
-                .iter()
-                .any(|k| kind_keys(k).is_some_and(|ks| ks.contains(&name))) =>
-            {
-                Ok(())
-            }
-            None => Err(format!("unknown key `{name}` in [[check]]")),
+            Some(keys) if any_kind => Err(format!(
+                "key `{name}` does not apply to kind {kind:?}; it takes: {}",
+                keys.join(", ")
+            )),
+            Some(keys) => Err(format!(
+                "unknown key `{name}` in {} of kind {kind:?}; it takes: {}, {}",
+                pk.table,
+                pk.common.join(", "),
+                keys.join(", ")
+            )),
+            None if any_kind => Ok(()),
+            None => Err(format!("unknown key `{name}` in {}", pk.table)),
         }
     };
     for (name, item) in table.iter() {
@@ -396,26 +449,17 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                 format!("notifier {:?} is defined twice", n.name.get_ref()),
             );
         }
-        match n.kind.get_ref().as_str() {
-            "webhook" => match &n.url {
-                Some(url) if check_kinds::valid_http_url(url.get_ref()) => notifiers.push(NotifierSpec {
-                    name: n.name.get_ref().clone(),
-                    kind: NotifierKind::Webhook {
-                        url: url.get_ref().clone(),
-                    },
-                }),
-                Some(url) => ck.at(url.span(), format!("url {:?} must start with http:// or https://", url.get_ref())),
-                None => ck.at(span, "a webhook notifier needs url = \"http://...\""),
-            },
-            other => ck.at(
-                n.kind.span(),
-                format!("unknown notifier kind {other:?}; supported: webhook (slack, email, alertmanager and exec arrive later)"),
-            ),
+        if let Some(kind) = notifier_kinds::notifier_kind(n, span, &mut ck) {
+            notifiers.push(NotifierSpec {
+                name: n.name.get_ref().clone(),
+                kind,
+            });
         }
     }
 
     let mut checks = Vec::new();
     let mut check_names = BTreeSet::new();
+    let mut dependencies: Vec<(String, &[Spanned<String>])> = Vec::new();
     if raw.check.len() > CHECKS_MAX {
         ck.at(
             0..0,
@@ -517,6 +561,15 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         }
         let mut labels = d_labels.clone();
         labels.extend(c.labels.clone().unwrap_or_default());
+        let parents = c.depends_on.as_deref().unwrap_or_default();
+        if let Some(extra) = parents.get(DEPENDS_ON_MAX) {
+            ck.at(
+                extra.span(),
+                format!("depends_on names more than {DEPENDS_ON_MAX} checks"),
+            );
+        }
+        dependencies.push((c.name.get_ref().clone(), parents));
+        let flap = flap_thresholds(&mut ck, c.flap_high.as_ref(), c.flap_low.as_ref());
         if let Some(probe) = probe {
             checks.push(CheckSpec {
                 name: c.name.get_ref().clone(),
@@ -533,14 +586,144 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                 },
                 notify: notify.into_iter().map(Spanned::into_inner).collect(),
                 labels,
+                depends_on: parents.iter().map(|p| p.get_ref().clone()).collect(),
+                flap,
             });
         }
     }
+    check_dependencies(&mut ck, &dependencies);
+    let operator_notify = raw
+        .operator
+        .as_ref()
+        .and_then(|o| o.notify.clone())
+        .unwrap_or_default();
+    for n in &operator_notify {
+        if !notifier_names.contains(n.get_ref()) {
+            ck.at(
+                n.span(),
+                format!(
+                    "[operator] notify names {:?}, which no [[notifier]] defines",
+                    n.get_ref()
+                ),
+            );
+        }
+    }
+    let operator_notify: Vec<String> = operator_notify
+        .into_iter()
+        .map(Spanned::into_inner)
+        .collect();
     if ck.problems.is_empty() {
-        Ok(Catalog { checks, notifiers })
+        Ok(Catalog {
+            checks,
+            notifiers,
+            operator_notify,
+        })
     } else {
         ck.problems.sort_by_key(|p| (p.line, p.column));
         Err(ck.problems)
+    }
+}
+
+/// `flap_high` / `flap_low` (percent; `flap_high = 0` turns flap detection off).
+fn flap_thresholds(
+    ck: &mut Checker<'_>,
+    high: Option<&Spanned<i64>>,
+    low: Option<&Spanned<i64>>,
+) -> Flap {
+    let d = Flap::default();
+    let mut pct = |v: Option<&Spanned<i64>>, what: &str, default: u8| -> u8 {
+        let Some(v) = v else {
+            return default;
+        };
+        match u8::try_from(*v.get_ref()).ok().filter(|p| *p <= 100) {
+            Some(p) => p,
+            None => {
+                ck.at(
+                    v.span(),
+                    format!(
+                        "{what} must be a percentage from 0 to 100, got {}",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    };
+    let high_pct = pct(high, "flap_high", d.high_pct);
+    let low_pct = pct(low, "flap_low", d.low_pct.min(high_pct));
+    if high_pct > 0 && low_pct >= high_pct {
+        let span = low.or(high).map_or(0..0, Spanned::span);
+        ck.at(
+            span,
+            format!("flap_low ({low_pct}) must be below flap_high ({high_pct}); flap_high = 0 turns flap detection off"),
+        );
+    }
+    Flap { high_pct, low_pct }
+}
+
+/// Every `depends_on` entry must name another defined check, once, and the dependencies
+/// must not form a cycle. Problems are reported at the entry.
+fn check_dependencies(ck: &mut Checker<'_>, graph: &[(String, &[Spanned<String>])]) {
+    let names: BTreeSet<&str> = graph.iter().map(|(n, _)| n.as_str()).collect();
+    let mut edges: BTreeMap<&str, Vec<&Spanned<String>>> = BTreeMap::new();
+    for (name, parents) in graph {
+        let mut seen = BTreeSet::new();
+        for p in *parents {
+            let parent = p.get_ref().as_str();
+            if parent == name {
+                ck.at(p.span(), format!("check {name:?} cannot depend on itself"));
+            } else if !names.contains(parent) {
+                ck.at(
+                    p.span(),
+                    format!("depends_on names {parent:?}, which no [[check]] defines"),
+                );
+            } else if !seen.insert(parent) {
+                ck.at(p.span(), format!("depends_on names {parent:?} twice"));
+            } else {
+                edges.entry(name.as_str()).or_default().push(p);
+            }
+        }
+    }
+    // Depth-first search with an explicit stack (a chain of thousands of checks must not
+    // overflow the thread's stack); an edge back into the current path closes a cycle.
+    const WHITE: u8 = 0;
+    const GREY: u8 = 1;
+    const BLACK: u8 = 2;
+    let mut color: BTreeMap<&str, u8> = BTreeMap::new();
+    let starts: Vec<&str> = edges.keys().copied().collect();
+    for start in starts {
+        if color.get(start).copied().unwrap_or(WHITE) != WHITE {
+            continue;
+        }
+        color.insert(start, GREY);
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        while let Some(top) = stack.last_mut() {
+            let node = top.0;
+            let children = edges.get(node).map_or(&[][..], Vec::as_slice);
+            let Some(edge) = children.get(top.1).copied() else {
+                color.insert(node, BLACK);
+                stack.pop();
+                continue;
+            };
+            top.1 += 1;
+            let child = edge.get_ref().as_str();
+            match color.get(child).copied().unwrap_or(WHITE) {
+                WHITE => {
+                    color.insert(child, GREY);
+                    stack.push((child, 0));
+                }
+                GREY => {
+                    let from = stack.iter().position(|(n, _)| *n == child).unwrap_or(0);
+                    let mut path: Vec<&str> = stack[from..].iter().map(|(n, _)| *n).collect();
+                    path.push(child);
+                    ck.at(
+                        edge.span(),
+                        format!("depends_on makes a cycle: {}", path.join(" -> ")),
+                    );
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -655,6 +838,172 @@ notify = ["nobody"]
             .filter(|e| e.message.starts_with("timeout"))
             .count();
         assert_eq!(about_timeout, 1, "{errs:?}");
+    }
+
+    #[test]
+    fn dependencies_are_checked() {
+        let head =
+            "[[notifier]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n";
+        let check = |name: &str, deps: &str| {
+            format!("\n[[check]]\nname = \"{name}\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\ndepends_on = [{deps}]\n")
+        };
+        let good = format!(
+            "{head}{}{}{}",
+            check("host", ""),
+            check("web", "\"host\""),
+            check("db", "\"host\", \"web\"")
+        );
+        let c = parse(&good).unwrap();
+        assert_eq!(
+            c.checks[2].depends_on,
+            vec!["host".to_string(), "web".to_string()]
+        );
+
+        /// (line, column, part of the message)
+        type Want = (usize, usize, &'static str);
+        // (checks as (name, depends_on entries), the expected problem)
+        let cases: [(&[(&str, &str)], Want); 4] = [
+            (&[("a", "\"nope\"")], (11, 15, "which no [[check]] defines")),
+            (&[("a", "\"a\"")], (11, 15, "cannot depend on itself")),
+            (
+                &[("a", "\"b\""), ("b", "\"a\"")],
+                (18, 15, "cycle: a -> b -> a"),
+            ),
+            (
+                &[("a", "\"b\", \"b\""), ("b", "")],
+                (11, 20, "names \"b\" twice"),
+            ),
+        ];
+        for (checks, (line, column, part)) in cases {
+            let text = format!(
+                "{head}{}",
+                checks.iter().map(|(n, d)| check(n, d)).collect::<String>()
+            );
+            let errs = parse(&text).unwrap_err();
+            assert!(
+                errs.iter()
+                    .any(|e| e.line == line && e.column == column && e.message.contains(part)),
+                "{checks:?}: want {line}:{column} {part:?}, got {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn notifier_kinds_and_their_keys() {
+        let text = r#"
+[[notifier]]
+name = "mail"
+kind = "email"
+server = "127.0.0.1"
+port = 2525
+tls = "starttls"
+from = "consentry@example.org"
+to = ["ops@example.org"]
+user = "u"
+password = "p"
+subject_firing = "【障害】{check} が停止しました"
+
+[[notifier]]
+name = "am"
+kind = "alertmanager"
+url = "http://127.0.0.1:9093"
+
+[[notifier]]
+name = "chat"
+kind = "slack"
+url = "https://hooks.slack.com/services/T/B/x"
+
+[[notifier]]
+name = "page"
+kind = "exec"
+argv = ["/etc/consentry/notify.d/page", "--now"]
+timeout = "20s"
+"#;
+        let c = parse(text).unwrap();
+        let kinds: Vec<&str> = c.notifiers.iter().map(|n| n.kind.as_str()).collect();
+        assert_eq!(kinds, vec!["email", "alertmanager", "slack", "exec"]);
+        let bad = r#"
+[[notifier]]
+name = "mail"
+kind = "email"
+server = "127.0.0.1"
+tls = "sometimes"
+from = "not an address"
+to = []
+url = "http://x/"
+subject_firing = "{check} {oops}"
+
+[[notifier]]
+name = "page"
+kind = "exec"
+argv = ["page"]
+timeout = "5m"
+"#;
+        let errs = parse(bad).unwrap_err();
+        let at = |line: usize, text: &str| {
+            assert!(
+                errs.iter()
+                    .any(|e| e.line == line && e.column > 0 && e.message.contains(text)),
+                "line {line} {text:?}: {errs:?}"
+            );
+        };
+        at(6, "tls \"sometimes\"");
+        at(7, "not a mail address");
+        at(8, "at least one address");
+        at(9, "does not apply to kind \"email\"");
+        at(10, "{oops}");
+        at(15, "absolute path");
+    }
+
+    #[test]
+    fn operator_notify() {
+        let text = "[operator]\nnotify = [\"pager\"]\n\n[[notifier]]\nname = \"pager\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n";
+        assert_eq!(
+            parse(text).unwrap().operator_notify,
+            vec!["pager".to_string()]
+        );
+        assert!(parse("").unwrap().operator_notify.is_empty());
+        let errs = parse("[operator]\nnotify = [\"nobody\"]\ncolour = 1\n").unwrap_err();
+        let got: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(got, vec![(2, 11), (3, 1)], "{errs:?}");
+    }
+
+    #[test]
+    fn flap_keys() {
+        let check = |keys: &str| {
+            format!("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\nnotify = []\n{keys}\n")
+        };
+        /// Thresholds, or the problem's line, column and part of the message.
+        type Want = Result<(u8, u8), (usize, usize, &'static str)>;
+        let cases: [(&str, Want); 6] = [
+            ("", Ok((50, 25))),
+            ("flap_high = 40\nflap_low = 20", Ok((40, 20))),
+            ("flap_high = 0", Ok((0, 0))),
+            ("flap_high = 101", Err((7, 13, "from 0 to 100"))),
+            (
+                "flap_high = 30\nflap_low = 30",
+                Err((8, 12, "must be below")),
+            ),
+            ("flap_low = -1", Err((7, 12, "from 0 to 100"))),
+        ];
+        for (keys, want) in cases {
+            let got = parse(&check(keys));
+            match (got, want) {
+                (Ok(c), Ok((high, low))) => {
+                    assert_eq!(
+                        (c.checks[0].flap.high_pct, c.checks[0].flap.low_pct),
+                        (high, low),
+                        "{keys}"
+                    );
+                }
+                (Err(errs), Err((line, column, part))) => assert!(
+                    errs.iter()
+                        .any(|e| e.line == line && e.column == column && e.message.contains(part)),
+                    "{keys}: {errs:?}"
+                ),
+                (got, _) => panic!("{keys}: {got:?}"),
+            }
+        }
     }
 
     #[test]

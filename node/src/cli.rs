@@ -58,14 +58,19 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Incidents, newest first.
+    /// Incidents, newest first; `ack` takes one.
     Incidents {
+        #[command(subcommand)]
+        action: Option<IncidentsCommand>,
         /// Only open incidents.
         #[arg(long)]
         open: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Silences (maintenance windows): hold the notifications of matching checks.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
     /// Read and operate the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -104,6 +109,64 @@ enum CertsCommand {
         /// Agent names, comma separated.
         #[arg(long, value_delimiter = ',')]
         agents: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    /// Acknowledge an open incident: recorded and shown with it (notifications continue).
+    Ack {
+        id: u64,
+        /// Who takes it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// One incident: its evidence, notifications and timeline.
+    Show {
+        id: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Hold notifications of the matching checks from --start (default: now) until --end or
+    /// for --for. Results and incidents are still recorded.
+    #[command(group(clap::ArgGroup::new("until").required(true).args(["end", "duration"])))]
+    Add {
+        /// A check name, a glob over names (`web-*`), or `label=value`.
+        #[arg(long = "match")]
+        matcher: String,
+        /// RFC 3339, e.g. 2026-11-21T02:00:00Z or 2026-11-21T11:00:00+09:00.
+        #[arg(long)]
+        start: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        end: Option<String>,
+        /// How long from the start: 30m, 2h.
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Why (shown with the silence and its incidents).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Active and scheduled silences.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a silence: held incidents that are still open notify at the next tick.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -293,7 +356,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = api.client()?.get("/api/v1/status").await?;
             print_or(&api, &v, print_status)
         }
-        Command::Incidents { open, api } => {
+        Command::Incidents {
+            action: Some(action),
+            ..
+        } => incidents_action(action).await,
+        Command::Incidents {
+            action: None,
+            open,
+            api,
+        } => {
             let path = if open {
                 "/api/v1/incidents?open=true"
             } else {
@@ -302,11 +373,216 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = api.client()?.get(path).await?;
             print_or(&api, &v, print_incidents)
         }
+        Command::Silence(command) => silence(command).await,
         Command::Cluster(ClusterCommand::Status { api }) => {
             let v = api.client()?.get("/api/v1/cluster").await?;
             print_or(&api, &v, print_cluster)
         }
     }
+}
+
+async fn incidents_action(action: IncidentsCommand) -> anyhow::Result<ExitCode> {
+    match action {
+        IncidentsCommand::Ack {
+            id,
+            by,
+            comment,
+            api,
+        } => {
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .or_else(|| std::env::var("LOGNAME").ok())
+                .filter(|b| !b.trim().is_empty())
+                .unwrap_or_else(|| "cli".to_string());
+            let body = serde_json::json!({ "by": by, "comment": comment.unwrap_or_default() });
+            let v = api
+                .client()?
+                .post_json(&format!("/api/v1/incidents/{id}/ack"), &body)
+                .await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("incident {id} acknowledged by {by}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        IncidentsCommand::Show { id, api } => {
+            let v = api
+                .client()?
+                .get(&format!("/api/v1/incidents/{id}"))
+                .await?;
+            print_or(&api, &v, print_incident)
+        }
+    }
+}
+
+/// Milliseconds as a short human duration: `850ms`, `42s`, `3m20s`, `2h05m`.
+fn human_ms(v: &Value) -> String {
+    let Some(ms) = v.as_u64() else {
+        return "-".into();
+    };
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{}s", ms / 1_000),
+        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, ms / 1_000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+fn print_incident(i: &Value) {
+    println!(
+        "incident {} on {}: {} {}",
+        s(&i["id"]),
+        s(&i["check"]),
+        s(&i["state"]),
+        s(&i["severity"])
+    );
+    println!(
+        "opened {} (detected in {}), duration {}",
+        i["opened_at_ms"]
+            .as_u64()
+            .filter(|ms| *ms > 0)
+            .map_or("-".into(), crate::wall_time::format_rfc3339),
+        human_ms(&i["time_to_detect_ms"]),
+        human_ms(&i["duration_ms"])
+    );
+    let notes = incident_notes(i);
+    if !notes.is_empty() {
+        println!("notes: {notes}");
+    }
+    for (what, key) in [("opened by", "opened_by"), ("closed by", "closed_by")] {
+        for e in i[key].as_array().into_iter().flatten() {
+            println!(
+                "  {what} {}: {} {} x{} {:?}",
+                s(&e["site"]),
+                s(&e["last"]["status"]),
+                s(&e["last"]["reason"]),
+                s(&e["consecutive"]),
+                e["last"]["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(n) = i["timeline_dropped"].as_u64().filter(|n| *n > 0) {
+        println!("({n} older timeline events dropped)");
+    }
+    let rows: Vec<Vec<String>> = i["timeline"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    let at = e["at_ms"]
+                        .as_u64()
+                        .filter(|ms| *ms > 0)
+                        .map_or("-".into(), crate::wall_time::format_rfc3339);
+                    let (kind, detail) = match e["event"].as_object().and_then(|o| o.iter().next())
+                    {
+                        Some((kind, detail)) => (kind.clone(), timeline_detail(detail)),
+                        None => (s(&e["event"]), String::new()),
+                    };
+                    vec![at, s(&e["index"]), kind, detail]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["AT", "INDEX", "EVENT", "DETAIL"], &rows);
+}
+
+/// A timeline event's fields as `key=value` pairs.
+fn timeline_detail(detail: &Value) -> String {
+    detail
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| match v {
+                    Value::Object(inner) => match inner.iter().next() {
+                        Some((tag, fields)) => format!("{k}={tag} {fields}"),
+                        None => format!("{k}={{}}"),
+                    },
+                    other => format!("{k}={}", s(other)),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SilenceCommand::Add {
+            matcher,
+            start,
+            end,
+            duration,
+            reason,
+            api,
+        } => {
+            // Check locally first so a typo is reported before anything is sent.
+            consentry_cluster::model::Matcher::parse(&matcher).map_err(anyhow::Error::msg)?;
+            for t in start.iter().chain(end.iter()) {
+                crate::wall_time::parse_rfc3339(t).map_err(anyhow::Error::msg)?;
+            }
+            if let Some(d) = &duration {
+                crate::duration::parse_ms(d).map_err(anyhow::Error::msg)?;
+            }
+            let body = serde_json::json!({
+                "match": matcher, "reason": reason, "start": start, "end": end, "for": duration,
+            });
+            let v = api.client()?.post_json("/api/v1/silences", &body).await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "silence {} added: {} from {} until {}",
+                    s(&v["id"]),
+                    s(&v["match"]),
+                    s(&v["start"]),
+                    s(&v["end"])
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceCommand::List { api } => {
+            let v = api.client()?.get("/api/v1/silences").await?;
+            print_or(&api, &v, print_silences)
+        }
+        SilenceCommand::Remove { id, api } => {
+            let v = api
+                .client()?
+                .delete(&format!("/api/v1/silences/{id}"))
+                .await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("silence {id} removed");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_silences(v: &Value) {
+    let rows: Vec<Vec<String>> = v["silences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    vec![
+                        s(&x["id"]),
+                        s(&x["match"]),
+                        s(&x["state"]),
+                        s(&x["start"]),
+                        s(&x["end"]),
+                        s(&x["checks"]),
+                        s(&x["reason"]),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        &["ID", "MATCH", "STATE", "START", "END", "CHECKS", "REASON"],
+        &rows,
+    );
 }
 
 /// Probes run at once by `consentry probe`.
@@ -524,12 +800,40 @@ fn print_incidents(v: &Value) {
                         s(&i["state"]),
                         s(&i["severity"]),
                         format!("{}{unconfirmed}", sites.join(",")),
+                        human_ms(&i["time_to_detect_ms"]),
+                        human_ms(&i["duration_ms"]),
+                        incident_notes(i),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&["ID", "CHECK", "STATE", "SEVERITY", "SITES"], &rows);
+    table(
+        &[
+            "ID", "CHECK", "STATE", "SEVERITY", "SITES", "DETECT", "DURATION", "NOTES",
+        ],
+        &rows,
+    );
+}
+
+/// What held or marked an incident, for the NOTES column.
+fn incident_notes(i: &Value) -> String {
+    let mut notes = Vec::new();
+    if let Some(id) = i["silenced_by"].as_u64() {
+        notes.push(format!("silenced by {id}"));
+    } else if i["silenced"] == true {
+        notes.push("was silenced".to_string());
+    }
+    if let Some(parent) = i["suppressed_by"].as_str() {
+        notes.push(format!("suppressed by {parent}"));
+    }
+    if let Some(by) = i["ack"]["by"].as_str() {
+        notes.push(format!("acked by {by}"));
+    }
+    if i["state"] == "open" && i["notified"] == false {
+        notes.push("not notified yet".to_string());
+    }
+    notes.join("; ")
 }
 
 fn print_cluster(v: &Value) {

@@ -73,6 +73,37 @@ impl ApiClient {
         Self::json(resp).await
     }
 
+    /// POSTs a JSON document with the bearer token.
+    ///
+    /// # Errors
+    /// As [`ApiClient::put`].
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send_authorized(request).await
+    }
+
+    /// DELETEs a resource with the bearer token.
+    ///
+    /// # Errors
+    /// As [`ApiClient::put`].
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let request = self.http.delete(format!("{}{path}", self.base));
+        self.send_authorized(request).await
+    }
+
+    async fn send_authorized(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let Some(token) = &self.token else {
+            bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");
+        };
+        let resp = request.bearer_auth(token).send().await.with_context(|| {
+            format!(
+                "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
+                self.base
+            )
+        })?;
+        Self::json(resp).await
+    }
+
     async fn json(mut resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
         let mut body = Vec::new();

@@ -21,6 +21,9 @@ pub struct NodeConfig {
     pub probe_source_ip: Option<IpAddr>,
     /// Directories `nagios` checks may run plugins from.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Directories `exec` notifiers may run programs from when this node leads (default:
+    /// none, so exec notifiers fail until the operator allows a directory).
+    pub notify_exec_dirs: Vec<PathBuf>,
     pub tls: TlsPaths,
     pub token_file: PathBuf,
     pub initial_members: Vec<Member>,
@@ -55,6 +58,8 @@ struct RawNode {
     probe: bool,
     probe_source_ip: Option<String>,
     plugin_dirs: Option<Vec<PathBuf>>,
+    #[serde(default)]
+    notify_exec_dirs: Vec<PathBuf>,
     tls: RawTls,
     api: RawApi,
     #[serde(default)]
@@ -194,6 +199,7 @@ impl NodeConfig {
             probe: raw.probe,
             probe_source_ip,
             plugin_dirs: raw.plugin_dirs.unwrap_or_else(default_plugin_dirs),
+            notify_exec_dirs: raw.notify_exec_dirs.into_iter().map(abs).collect(),
             tls: TlsPaths {
                 ca: abs(raw.tls.ca),
                 cert: abs(raw.tls.cert),
@@ -225,6 +231,7 @@ impl NodeConfig {
             probe: true,
             probe_source_ip: None,
             plugin_dirs: default_plugin_dirs(),
+            notify_exec_dirs: Vec::new(),
             tls: TlsPaths {
                 ca: dir.join("ca.pem"),
                 cert: dir.join("node-1.pem"),

@@ -85,6 +85,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             probe: *probe,
             probe_source_ip: None,
             plugin_dirs: crate::config::default_plugin_dirs(),
+            notify_exec_dirs: Vec::new(),
             tls: TlsPaths {
                 ca: certs.join("ca.pem"),
                 cert: certs.join(format!("node-{id}.pem")),

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use consentry_cluster::command::Command;
-use consentry_cluster::model::{Delivery, NotifierKind, NotifyIntent, NotifyOutcome};
+use consentry_cluster::model::{
+    CheckSpec, Delivery, Incident, NotifierSpec, NotifyIntent, NotifyOutcome,
+};
 use consentry_cluster::rule::TICK_MS;
 use consentry_cluster::state::ClusterState;
 use consentry_cluster::types::Raft;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics;
-use crate::webhook::{self, WebhookBody};
+use crate::notify::{self, NotifyContext};
 use crate::writer::Writer;
 
 /// Deliveries in flight at once.
@@ -29,6 +31,8 @@ pub const NOTIFY_IN_FLIGHT_MAX: usize = 32;
 pub const NOTIFY_ATTEMPTS_MAX: u32 = 3;
 /// First retry delay; doubles per attempt.
 pub const NOTIFY_BACKOFF_MS: u64 = 1_000;
+/// Longest committed failure text (all attempts' errors).
+pub const NOTIFY_ERROR_BYTES_MAX: usize = 2_048;
 /// How often the executor rescans even without applied changes.
 pub const EFFECTS_SCAN_MS: u64 = 500;
 
@@ -38,6 +42,18 @@ pub struct Leader {
     pub state: StateReader<ClusterState>,
     pub http: reqwest::Client,
     pub self_id: u64,
+    /// Stamps each tick with the leader's wall time (judges silence windows only).
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// Directories `exec` notifiers may run programs from (node.toml `notify_exec_dirs`).
+    pub exec_dirs: Arc<[std::path::PathBuf]>,
+}
+
+/// One intent to deliver, with what it needs from the applied state at scan time.
+struct Pending {
+    intent: NotifyIntent,
+    notifier: Option<NotifierSpec>,
+    incident: Option<Incident>,
+    check: Option<CheckSpec>,
 }
 
 impl Leader {
@@ -95,6 +111,7 @@ impl Leader {
                 .writer
                 .write(Command::Tick {
                     leader_id: self.self_id,
+                    wall_ms: self.clock.wall_ms(),
                 })
                 .await
             {
@@ -140,7 +157,7 @@ impl Leader {
             if !self.ready_in(term, &mut ready).await {
                 continue;
             }
-            let todo: Vec<(NotifyIntent, Option<String>, Vec<u8>)> = self.state.read(|st| {
+            let todo: Vec<Pending> = self.state.read(|st| {
                 let pending: Vec<&NotifyIntent> = st.pending_intents().collect();
                 pending
                     .iter()
@@ -154,52 +171,50 @@ impl Leader {
                         })
                     })
                     .take(NOTIFY_IN_FLIGHT_MAX.saturating_sub(in_flight.len()))
-                    .map(|i| {
-                        let url = st
+                    .map(|i| Pending {
+                        intent: (*i).clone(),
+                        notifier: st
                             .catalog
                             .notifiers
                             .iter()
                             .find(|n| n.name == i.notifier)
-                            .map(|n| match &n.kind {
-                                NotifierKind::Webhook { url } => url.clone(),
-                            });
-                        let body = st
-                            .incidents
-                            .get(&i.incident_id)
-                            .map(|inc| {
-                                let b = WebhookBody::new(
-                                    i,
-                                    inc,
-                                    st.check(&i.check).map(|c| &c.probe),
-                                    self.self_id,
-                                );
-                                serde_json::to_vec(&b).unwrap_or_default()
-                            })
-                            .unwrap_or_default();
-                        ((*i).clone(), url, body)
+                            .cloned(),
+                        incident: notify::alert_view(i, st.incidents.get(&i.incident_id)),
+                        check: st.check(&i.check).cloned(),
                     })
                     .collect()
             });
-            for (intent, url, body) in todo {
-                let id = intent.id;
+            for pending in todo {
+                let id = pending.intent.id;
                 let me = self.clone();
-                let handle =
-                    deliveries.spawn(async move { me.deliver(term, intent, url, body).await });
+                let handle = deliveries.spawn(async move { me.deliver(term, pending).await });
                 in_flight.insert(id);
                 tasks.insert(handle.id(), id);
             }
         }
     }
 
-    async fn deliver(&self, term: u64, intent: NotifyIntent, url: Option<String>, body: Vec<u8>) {
+    /// Delivers one intent with at most [`NOTIFY_ATTEMPTS_MAX`] attempts (each bounded by
+    /// its kind's timeout, see [`notify::attempt_timeout_ms`]) and exponential backoff.
+    /// Each delivery is its own task, so a notifier that hangs delays no other.
+    async fn deliver(&self, term: u64, pending: Pending) {
+        let Pending {
+            intent,
+            notifier,
+            incident,
+            check,
+        } = pending;
         let mut attempts = 0;
-        let result = match url {
-            None => Err(format!("notifier {:?} no longer exists", intent.notifier)),
-            Some(url) if body.is_empty() => Err(format!(
-                "incident {} is gone; nothing to send to {url}",
+        let kind = notifier.as_ref().map_or("unknown", |n| n.kind.as_str());
+        let result = match (notifier, incident) {
+            (None, _) => Err(format!("notifier {:?} no longer exists", intent.notifier)),
+            (Some(_), None) => Err(format!(
+                "incident {} is gone; nothing to send",
                 intent.incident_id
             )),
-            Some(url) => {
+            (Some(notifier), Some(incident)) => {
+                // Every attempt's error, so the committed outcome shows the whole story.
+                let mut errors: Vec<String> = Vec::new();
                 let mut last = Err(String::new());
                 while attempts < NOTIFY_ATTEMPTS_MAX {
                     if attempts > 0 {
@@ -209,20 +224,31 @@ impl Leader {
                         .await;
                     }
                     attempts += 1;
+                    let ctx = NotifyContext {
+                        http: self.http.clone(),
+                        node_id: self.self_id,
+                        wall_ms: self.clock.wall_ms(),
+                        exec_dirs: self.exec_dirs.clone(),
+                    };
                     last =
-                        webhook::post_raw(&self.http, &url, &intent.dedup_key, body.clone()).await;
-                    if last.is_ok() {
-                        break;
+                        notify::deliver(&notifier, &intent, &incident, check.as_ref(), &ctx).await;
+                    match &last {
+                        Ok(()) => break,
+                        Err(e) => {
+                            warn!(intent = intent.id, check = %intent.check, notifier = %intent.notifier, kind, attempt = attempts, error = %e, "notification attempt failed");
+                            errors.push(format!("attempt {attempts}: {e}"));
+                        }
                     }
-                    warn!(intent = intent.id, check = %intent.check, attempt = attempts, error = ?last.as_ref().err(), "notification attempt failed");
                 }
-                last
+                last.map_err(|_| {
+                    consentry_cluster::model::truncate(&errors.join("; "), NOTIFY_ERROR_BYTES_MAX)
+                })
             }
         };
         let delivery = match &result {
             Ok(()) => {
                 info!(intent = intent.id, check = %intent.check, transition = intent.transition.as_str(), notifier = %intent.notifier, "notification delivered");
-                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "delivered")
+                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "delivered", "kind" => kind)
                     .increment(1);
                 Delivery::Delivered {
                     leader_id: self.self_id,
@@ -230,7 +256,8 @@ impl Leader {
                 }
             }
             Err(e) => {
-                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "failed")
+                warn!(intent = intent.id, check = %intent.check, notifier = %intent.notifier, kind, attempts, "notification failed after its last attempt");
+                ::metrics::counter!(metrics::NOTIFICATIONS_TOTAL, "outcome" => "failed", "kind" => kind)
                     .increment(1);
                 Delivery::Failed {
                     leader_id: self.self_id,

@@ -5,7 +5,7 @@
 //! batch per flush through the [`writer`], which hands it to the raft leader. Every node
 //! applies the committed log to the cluster state machine (`consentry_cluster::state`),
 //! which decides incidents. The [`leader`] alone commits ticks and delivers notification
-//! intents ([`webhook`]). The [`api`] serves the applied state, the [`dashboard`](api) and
+//! intents ([`notify`]). The [`api`] serves the applied state, the [`dashboard`](api) and
 //! `/metrics`, and accepts catalog writes. [`server`] is the composition root that wires
 //! these with the real socket, clock and stores; [`cli`] and [`demo`] drive it.
 
@@ -13,6 +13,7 @@ pub mod api;
 pub mod bench;
 pub mod check_kinds;
 pub mod checks_file;
+pub mod child_process;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -23,11 +24,13 @@ pub mod duration;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod notifier_kinds;
+pub mod notify;
 pub mod poller;
 pub mod position;
 pub mod probe;
 pub mod schedule;
 pub mod server;
 pub mod views;
-pub mod webhook;
+pub mod wall_time;
 pub mod writer;

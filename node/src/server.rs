@@ -162,6 +162,8 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         state: state.clone(),
         http,
         self_id: cfg.node_id,
+        clock: seams.clock.clone(),
+        exec_dirs: cfg.notify_exec_dirs.clone().into(),
     });
     tasks.spawn(leader.run(cancel.clone()).instrument(span.clone()));
 

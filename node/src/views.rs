@@ -10,6 +10,9 @@ pub struct StatusView {
     pub applied_index: u64,
     pub tick: u64,
     pub probing_sites: Vec<String>,
+    /// Operator alerts per probing site: `degraded` / `silent` hold the alert id while
+    /// raised.
+    pub site_health: std::collections::BTreeMap<String, consentry_cluster::state::SiteHealth>,
     pub checks: Vec<CheckView>,
 }
 
@@ -21,11 +24,18 @@ pub struct CheckView {
     /// OK, WARNING, CRITICAL, UNKNOWN, or PENDING before any fresh result.
     pub verdict: &'static str,
     pub incident: Option<u64>,
+    /// The active silence holding this check's notifications, if any.
+    pub silenced_by: Option<u64>,
     /// Fresh sites whose last result is not OK while no incident is open and that are not
     /// path suspects: an outage the quorum may be about to confirm (Nagios' soft state).
     pub confirming: Vec<String>,
     pub interval_ms: u64,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Parent checks: while one has an open incident, this check's new incidents are held.
+    pub depends_on: Vec<String>,
+    /// The flapping episode while the sites agree the check flaps (firing notifications of
+    /// its incidents are held; one "flapping" notification replaces them).
+    pub flapping: Option<u64>,
     pub sites: Vec<SiteView>,
 }
 
@@ -42,6 +52,9 @@ pub struct SiteView {
     pub fresh: bool,
     pub down: bool,
     pub path_suspect: bool,
+    /// Weighted percent state change over the site's last 21 results, in tenths.
+    pub flap_percent_tenths: u32,
+    pub flapping: bool,
 }
 
 pub fn status(st: &ClusterState) -> StatusView {
@@ -67,6 +80,8 @@ pub fn status(st: &ClusterState) -> StatusView {
                             fresh: cs.eval.fresh.contains(site),
                             down: cs.eval.down.contains(site),
                             path_suspect: cs.eval.path_suspect.contains(site),
+                            flap_percent_tenths: s.history.percent_change_tenths(),
+                            flapping: s.flapping,
                         })
                         .collect()
                 })
@@ -89,9 +104,12 @@ pub fn status(st: &ClusterState) -> StatusView {
                 target: spec.probe.target(),
                 verdict: st.verdict(&spec.name).map_or("PENDING", |s| s.as_str()),
                 incident: cs.and_then(|c| c.open_incident),
+                silenced_by: cs.and_then(|c| c.silenced_by),
                 confirming,
                 interval_ms: spec.interval_ms,
                 labels: spec.labels.clone(),
+                depends_on: spec.depends_on.clone(),
+                flapping: cs.and_then(|c| c.flapping),
                 sites,
             }
         })
@@ -100,6 +118,7 @@ pub fn status(st: &ClusterState) -> StatusView {
         applied_index: st.last_index,
         tick: st.tick,
         probing_sites: st.probing_sites().into_iter().collect(),
+        site_health: st.site_health.clone(),
         checks,
     }
 }
@@ -134,24 +153,94 @@ pub fn incidents(st: &ClusterState, open_only: bool, limit: usize) -> IncidentsV
         .rev()
         .filter(|i| !open_only || i.is_open())
         .take(limit)
-        .map(|i| IncidentView {
-            state: if i.is_open() { "open" } else { "closed" },
-            incident: i,
-            notifications: st
-                .intents
-                .values()
-                .filter(|n| n.incident_id == i.id)
-                .map(|n| NotificationView {
-                    notifier: &n.notifier,
-                    transition: n.transition.as_str(),
-                    dedup_key: &n.dedup_key,
-                    attempts: n.attempts,
-                    outcome: &n.outcome,
-                })
-                .collect(),
-        })
+        .map(|i| incident_view(st, i))
         .collect();
     IncidentsView { incidents }
+}
+
+/// One incident with its notifications and timeline.
+pub fn incident(st: &ClusterState, id: u64) -> Option<IncidentView<'_>> {
+    st.incidents.get(&id).map(|i| incident_view(st, i))
+}
+
+fn incident_view<'a>(st: &'a ClusterState, i: &'a Incident) -> IncidentView<'a> {
+    IncidentView {
+        state: if i.is_open() { "open" } else { "closed" },
+        incident: i,
+        notifications: st
+            .intents
+            .values()
+            .filter(|n| n.incident_id == i.id)
+            .map(|n| NotificationView {
+                notifier: &n.notifier,
+                transition: n.transition.as_str(),
+                dedup_key: &n.dedup_key,
+                attempts: n.attempts,
+                outcome: &n.outcome,
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SilencesView {
+    /// The cluster's current time: the leader's wall clock at its last tick.
+    pub wall_ms: u64,
+    pub silences: Vec<SilenceView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SilenceView {
+    pub id: u64,
+    /// As given: a check name, a glob, or `label=value`.
+    #[serde(rename = "match")]
+    pub matcher: String,
+    /// `active`, `scheduled` (starts later) or `ended` (pruned at the next tick).
+    pub state: &'static str,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub start: String,
+    pub end: String,
+    pub reason: String,
+    /// Checks of the applied catalog it matches.
+    pub checks: usize,
+    pub created_index: u64,
+}
+
+/// Silences, by id.
+pub fn silences(st: &ClusterState) -> SilencesView {
+    let now = st.wall_ms;
+    let silences = st
+        .silences
+        .values()
+        .map(|s| SilenceView {
+            id: s.id,
+            matcher: s.matcher.to_string(),
+            state: if s.is_active(now) {
+                "active"
+            } else if s.is_over(now) {
+                "ended"
+            } else {
+                "scheduled"
+            },
+            start_ms: s.start_ms,
+            end_ms: s.end_ms,
+            start: crate::wall_time::format_rfc3339(s.start_ms),
+            end: crate::wall_time::format_rfc3339(s.end_ms),
+            reason: s.reason.clone(),
+            checks: st
+                .catalog
+                .checks
+                .iter()
+                .filter(|c| s.matcher.matches(c))
+                .count(),
+            created_index: s.created_index,
+        })
+        .collect();
+    SilencesView {
+        wall_ms: now,
+        silences,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -247,7 +336,7 @@ mod tests {
             1,
             &Command::ApplyCatalog(Catalog {
                 checks: vec![check],
-                notifiers: vec![],
+                ..Catalog::default()
             }),
         );
         (st, 1)

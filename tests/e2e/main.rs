@@ -35,3 +35,4 @@ mod t60_bad_input;
 mod t70_probes_real;
 mod t75_conformance;
 mod t80_hostile;
+mod t90_notifiers;

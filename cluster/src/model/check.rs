@@ -247,13 +247,88 @@ pub struct CheckSpec {
     pub recover: Recover,
     pub notify: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Parent checks (by name): while one of them has an open incident, this check's new
+    /// incidents are recorded as suppressed and notify only if still open after it closes.
+    pub depends_on: Vec<String>,
+    pub flap: Flap,
 }
 
-/// Where a notification goes.
+/// Flap detection: Nagios' weighted percent state change over each site's last 21 results.
+/// A site starts flapping at `high_pct` and stops under `low_pct`; `high_pct = 0` turns
+/// detection off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flap {
+    pub high_pct: u8,
+    pub low_pct: u8,
+}
+
+impl Default for Flap {
+    fn default() -> Self {
+        Self {
+            high_pct: 50,
+            low_pct: 25,
+        }
+    }
+}
+
+/// Where a notification goes. Externally tagged (no flatten, untagged or internal tags):
+/// the catalog is replicated through bincode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifierKind {
-    Webhook { url: String },
+    /// One documented JSON document per notification (docs/notifications.md).
+    Webhook {
+        url: String,
+    },
+    /// A Slack incoming webhook (`{"text", "blocks"}`). The URL is a secret.
+    Slack {
+        url: String,
+    },
+    Email(EmailNotifier),
+    /// Alertmanager's API v2 (`POST <url>/api/v2/alerts`); `url` is the base URL.
+    Alertmanager {
+        url: String,
+    },
+    Exec(ExecNotifier),
+}
+
+/// Mail through an SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailNotifier {
+    pub server: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Verify the server certificate (starttls and implicit).
+    pub tls_verify: bool,
+    pub from: String,
+    pub to: Vec<String>,
+    /// SMTP AUTH; hidden by [`NotifierSpec::redacted`].
+    pub credentials: Option<Credentials>,
+    /// Subject templates (placeholders in docs/notifications.md); `None`: the default.
+    pub subject_firing: Option<String>,
+    pub subject_resolved: Option<String>,
+}
+
+/// A program run without a shell; exit status 0 means delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecNotifier {
+    /// `argv[0]` must lie in one of the leader's `notify_exec_dirs`.
+    pub argv: Vec<String>,
+    /// Longest run; the process group is killed after it.
+    pub timeout_ms: u64,
+}
+
+impl NotifierKind {
+    /// The kind as written in `checks.toml` (a bounded metric label).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotifierKind::Webhook { .. } => "webhook",
+            NotifierKind::Slack { .. } => "slack",
+            NotifierKind::Email(_) => "email",
+            NotifierKind::Alertmanager { .. } => "alertmanager",
+            NotifierKind::Exec(_) => "exec",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +342,45 @@ pub struct NotifierSpec {
 pub struct Catalog {
     pub checks: Vec<CheckSpec>,
     pub notifiers: Vec<NotifierSpec>,
+    /// `[operator] notify`: where alerts about the cluster itself go ("site X degraded",
+    /// "site X silent"). Never a check's notifiers.
+    pub operator_notify: Vec<String>,
+}
+
+impl NotifierSpec {
+    /// A copy safe to show: the SMTP password and the secret part of a Slack webhook URL
+    /// replaced by [`REDACTED`].
+    pub fn redacted(&self) -> Self {
+        let mut n = self.clone();
+        match &mut n.kind {
+            NotifierKind::Email(e) => {
+                if let Some(cred) = &mut e.credentials {
+                    cred.password = REDACTED.to_string();
+                }
+            }
+            NotifierKind::Slack { url } => {
+                // Keep `scheme://host/` so people can tell which workspace it posts to.
+                let host_end = url
+                    .find("://")
+                    .and_then(|s| url[s + 3..].find('/').map(|p| s + 3 + p + 1))
+                    .unwrap_or(url.len());
+                *url = format!("{}{REDACTED}", &url[..host_end]);
+            }
+            _ => {}
+        }
+        n
+    }
+}
+
+impl Catalog {
+    /// A copy safe to show: every check and notifier redacted.
+    pub fn redacted(&self) -> Self {
+        Self {
+            checks: self.checks.iter().map(CheckSpec::redacted).collect(),
+            notifiers: self.notifiers.iter().map(NotifierSpec::redacted).collect(),
+            operator_notify: self.operator_notify.clone(),
+        }
+    }
 }
 
 impl CheckSpec {
@@ -304,6 +418,86 @@ impl CheckSpec {
             recover: Recover { rounds: 2 },
             notify: vec!["ops".into()],
             labels: BTreeMap::new(),
+            depends_on: Vec::new(),
+            flap: Flap::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_notifier() -> Vec<NotifierSpec> {
+        let kinds = vec![
+            NotifierKind::Webhook {
+                url: "http://127.0.0.1:9/hook".into(),
+            },
+            NotifierKind::Slack {
+                url: "https://hooks.slack.com/services/T0/B0/secret".into(),
+            },
+            NotifierKind::Email(EmailNotifier {
+                server: "127.0.0.1".into(),
+                port: 25,
+                tls: TlsMode::StartTls,
+                tls_verify: false,
+                from: "consentry@example.org".into(),
+                to: vec!["ops@example.org".into(), "運用@example.jp".into()],
+                credentials: Some(Credentials {
+                    user: "u".into(),
+                    password: "p".into(),
+                }),
+                subject_firing: Some("【障害】{check} が停止しました".into()),
+                subject_resolved: None,
+            }),
+            NotifierKind::Alertmanager {
+                url: "http://127.0.0.1:9093".into(),
+            },
+            NotifierKind::Exec(ExecNotifier {
+                argv: vec!["/etc/consentry/notify.d/page".into(), "--now".into()],
+                timeout_ms: 10_000,
+            }),
+        ];
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| NotifierSpec {
+                name: format!("n{i}"),
+                kind,
+            })
+            .collect()
+    }
+
+    /// Every notifier kind survives the replication codec (bincode: no `deserialize_any`).
+    #[test]
+    fn every_notifier_roundtrips_through_the_codec() {
+        let catalog = Catalog {
+            checks: vec![CheckSpec::for_test("c")],
+            notifiers: every_notifier(),
+            operator_notify: vec!["ops".into()],
+        };
+        let bytes = crate::codec::encode(&catalog).unwrap();
+        let back: Catalog = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(back, catalog);
+    }
+
+    #[test]
+    fn redaction_hides_notifier_secrets() {
+        let shown = serde_json::to_string(
+            &Catalog {
+                checks: vec![],
+                notifiers: every_notifier(),
+                ..Catalog::default()
+            }
+            .redacted(),
+        )
+        .unwrap();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(!shown.contains("\"password\":\"p\""), "{shown}");
+        assert!(
+            shown.contains("https://hooks.slack.com/<redacted>"),
+            "{shown}"
+        );
+        assert!(shown.contains("\"user\":\"u\""), "{shown}");
     }
 }

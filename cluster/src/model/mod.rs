@@ -3,16 +3,24 @@
 mod check;
 mod incident;
 mod result;
+mod silence;
 mod status;
 
 pub use check::{
-    BannerProtocol, BannerSpec, Catalog, CheckSpec, Confirm, Credentials, DnsSpec, HttpSpec,
-    IcmpSpec, Latency, NagiosSpec, NotifierKind, NotifierSpec, ProbeSpec, Recover, SqlEngine,
-    SqlSpec, StatusRange, TcpSpec, TlsMode, TlsSpec, REDACTED,
+    BannerProtocol, BannerSpec, Catalog, CheckSpec, Confirm, Credentials, DnsSpec, EmailNotifier,
+    ExecNotifier, Flap, HttpSpec, IcmpSpec, Latency, NagiosSpec, NotifierKind, NotifierSpec,
+    ProbeSpec, Recover, SqlEngine, SqlSpec, StatusRange, TcpSpec, TlsMode, TlsSpec, REDACTED,
 };
-pub use incident::{Delivery, Evidence, Incident, NotifyIntent, NotifyOutcome, Transition};
+pub use incident::{
+    Ack, Delivery, Event, Evidence, Incident, IntentKind, NotifyIntent, NotifyOutcome,
+    TimelineEvent, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX, TIMELINE_EVENTS_MAX,
+};
 pub use result::{
-    truncate, Perf, ProbeResult, ResultBatch, PERFDATA_ITEMS_MAX, PERF_LABEL_BYTES_MAX,
-    RESULT_MESSAGE_BYTES_MAX,
+    displayable, truncate, Perf, ProbeResult, ResultBatch, PERFDATA_ITEMS_MAX,
+    PERF_LABEL_BYTES_MAX, RESULT_MESSAGE_BYTES_MAX,
+};
+pub use silence::{
+    glob_match, Matcher, Silence, SilenceSpec, SILENCE_DURATION_MS_MAX, SILENCE_PATTERN_BYTES_MAX,
+    SILENCE_REASON_BYTES_MAX,
 };
 pub use status::{Reason, Status};

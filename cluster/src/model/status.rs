@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 
 /// A probe's verdict. Ordered by severity for "worst of" (OK < WARNING < UNKNOWN < CRITICAL
 /// for alerting purposes; the Nagios exit codes are kept by `nagios_code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Ok,
     Warning,
     Critical,
+    /// Also what a value holds before anything was judged.
+    #[default]
     Unknown,
 }
 

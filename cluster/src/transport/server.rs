@@ -498,7 +498,10 @@ mod tests {
         let server = Server::start();
         let tls = material(server.certs.path(), "node-2");
         let client = endpoint("127.0.0.1:0".parse().unwrap(), &tls).unwrap();
-        let command = Command::Tick { leader_id: 2 };
+        let command = Command::Tick {
+            leader_id: 2,
+            wall_ms: 0,
+        };
         let err = forward_client_write(&client, 2, 1, &server.node, command, RPC_TIMEOUT)
             .await
             .unwrap_err();

@@ -1,19 +1,17 @@
 //! The `webhook` notifier: one JSON POST per notification intent.
 
-use std::time::Duration;
-
 use consentry_cluster::model::{Incident, NotifyIntent, ProbeSpec};
 use serde::Serialize;
-
-/// Per-attempt timeout for a webhook POST.
-pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
-/// Bytes of a receiver's error response kept in the outcome.
-pub const WEBHOOK_ERROR_BODY_BYTES_MAX: usize = 512;
 
 /// The documented webhook body (docs/notifications.md). Version 1.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookBody<'a> {
     pub version: u32,
+    /// `incident`, or for alerts that are not incidents `flapping`, `site_degraded`,
+    /// `site_silent` (then `incident_id` is the alert's episode number).
+    pub alert: &'static str,
+    /// For flapping and operator alerts: what happened, in a sentence.
+    pub description: Option<&'a str>,
     pub dedup_key: &'a str,
     pub incident_id: u64,
     pub check: &'a str,
@@ -48,6 +46,11 @@ impl<'a> WebhookBody<'a> {
         };
         WebhookBody {
             version: 1,
+            alert: super::alert_kind(&intent.kind),
+            description: match intent.kind {
+                consentry_cluster::model::IntentKind::Incident => None,
+                _ => incident.close_note.as_deref(),
+            },
             dedup_key: &intent.dedup_key,
             incident_id: incident.id,
             check: &incident.check,
@@ -80,37 +83,7 @@ pub async fn post_raw(
     dedup_key: &str,
     body: Vec<u8>,
 ) -> Result<(), String> {
-    let resp = client
-        .post(url)
-        .timeout(Duration::from_millis(WEBHOOK_TIMEOUT_MS))
-        .header("X-Consentry-Dedup-Key", dedup_key)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let text = read_prefix(resp, WEBHOOK_ERROR_BODY_BYTES_MAX).await;
-    Err(format!(
-        "POST {url}: HTTP {status}: {}",
-        consentry_cluster::model::truncate(&text, WEBHOOK_ERROR_BODY_BYTES_MAX)
-    ))
-}
-
-/// Reads at most `max` bytes of a response body (a receiver that answers an error with a
-/// gigabyte costs us `max`), lossily as text.
-async fn read_prefix(mut resp: reqwest::Response, max: usize) -> String {
-    let mut body = Vec::new();
-    while body.len() < max {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(max - body.len())]),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
+    super::post_json(client, url, dedup_key, body).await
 }
 
 #[cfg(test)]
@@ -160,7 +133,7 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("HTTP 500"), "{err}");
         assert!(
-            err.len() < WEBHOOK_ERROR_BODY_BYTES_MAX + 200,
+            err.len() < super::super::ERROR_BODY_BYTES_MAX + 200,
             "{} bytes",
             err.len()
         );

@@ -11,17 +11,17 @@
 //! hold the output pipe open or outlive the check) and when the probe is cancelled (the
 //! prober's timeout). What the plugin prints is kept up to `PLUGIN_OUTPUT_BYTES_MAX`
 //! (stdout) and `PLUGIN_STDERR_BYTES_MAX`; more is read and discarded so the plugin does
-//! not block on a full pipe, up to `PLUGIN_OUTPUT_DRAIN_BYTES_MAX`, past which it is killed.
+//! not block on a full pipe, up to `OUTPUT_DRAIN_BYTES_MAX`, past which it is killed.
 
-use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use consentry_cluster::model::{NagiosSpec, Reason, Status};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+use crate::child_process::{allowed_program, Captured, ChildProcess, OUTPUT_DRAIN_BYTES_MAX};
 
 use super::{perfdata, Outcome, ProbeContext};
 
@@ -31,30 +31,8 @@ pub const PLUGIN_OUTPUT_BYTES_MAX: usize = 64 * 1024;
 /// Most stderr kept, only to explain a plugin that printed nothing on stdout.
 const PLUGIN_STDERR_BYTES_MAX: usize = 4 * 1024;
 
-/// Most bytes read (kept or discarded) from one of a plugin's streams before the plugin is
-/// killed as runaway.
-const PLUGIN_OUTPUT_DRAIN_BYTES_MAX: usize = 16 * 1024 * 1024;
-
-/// Size of one read from a plugin's pipe.
-const PLUGIN_READ_CHUNK_BYTES: usize = 8 * 1024;
-
 /// The only search path a plugin gets.
 const PLUGIN_ENV_PATH: &str = "/usr/bin:/bin";
-
-/// What a plugin printed on one stream.
-#[derive(Debug, Default)]
-struct Captured {
-    kept: Vec<u8>,
-    /// More than `PLUGIN_OUTPUT_DRAIN_BYTES_MAX` arrived: the plugin was killed.
-    runaway: bool,
-}
-
-/// A running plugin and its process group, killed as a whole when dropped.
-struct PluginProcess {
-    child: Child,
-    /// The plugin's pid, which is also its process group id (`process_group(0)`).
-    pgid: Option<libc::pid_t>,
-}
 
 /// Runs the plugin `spec.argv` and judges it by its exit code.
 ///
@@ -68,7 +46,8 @@ pub(super) async fn probe(spec: &NagiosSpec, ctx: &ProbeContext, _timeout: Durat
     let Some(program) = spec.argv.first() else {
         return Outcome::unknown("the check names no plugin to run");
     };
-    let plugin = match allowed_plugin(Path::new(program), &ctx.config.plugin_dirs).await {
+    let dirs = &ctx.config.plugin_dirs;
+    let plugin = match allowed_program(Path::new(program), dirs, "plugin", "plugin_dirs").await {
         Ok(plugin) => plugin,
         Err(refusal) => return Outcome::unknown(refusal),
     };
@@ -80,151 +59,19 @@ pub(super) async fn probe(spec: &NagiosSpec, ctx: &ProbeContext, _timeout: Durat
         .args(&spec.argv[1..])
         .env_clear()
         .env("PATH", PLUGIN_ENV_PATH)
-        .env("LANG", "C")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    let child = match command.spawn() {
-        Ok(child) => child,
+        .env("LANG", "C");
+    let mut process = match ChildProcess::spawn(&mut command) {
+        Ok(process) => process,
         Err(e) => return Outcome::unknown(format!("cannot run plugin {program}: {e}")),
     };
-    let mut process = PluginProcess::new(child);
-    let (status, stdout, stderr) = match process.finish().await {
+    let finished = match process
+        .finish(PLUGIN_OUTPUT_BYTES_MAX, PLUGIN_STDERR_BYTES_MAX)
+        .await
+    {
         Ok(finished) => finished,
         Err(e) => return Outcome::unknown(format!("cannot wait for plugin {program}: {e}")),
     };
-    judge(program, status, &stdout, &stderr)
-}
-
-/// Resolves `program` and checks it is a file inside one of `plugin_dirs`.
-///
-/// # Errors
-///
-/// A message saying why the plugin may not run.
-async fn allowed_plugin(program: &Path, plugin_dirs: &[PathBuf]) -> Result<PathBuf, String> {
-    let shown = program.display();
-    if !program.is_absolute() {
-        return Err(format!("plugin {shown} must be an absolute path"));
-    }
-    let resolved = tokio::fs::canonicalize(program)
-        .await
-        .map_err(|e| format!("cannot find plugin {shown}: {e}"))?;
-    let mut allowed = false;
-    for dir in plugin_dirs {
-        // A configured directory that does not exist allows nothing.
-        if let Ok(dir) = tokio::fs::canonicalize(dir).await {
-            if resolved.starts_with(&dir) {
-                allowed = true;
-                break;
-            }
-        }
-    }
-    if !allowed {
-        let dirs: Vec<String> = plugin_dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        let via = if resolved == program {
-            String::new()
-        } else {
-            format!(" (it resolves to {})", resolved.display())
-        };
-        return Err(format!(
-            "plugin {shown} is outside the allowed plugin_dirs ({}){via}",
-            dirs.join(", ")
-        ));
-    }
-    let metadata = tokio::fs::metadata(&resolved)
-        .await
-        .map_err(|e| format!("cannot inspect plugin {shown}: {e}"))?;
-    if !metadata.is_file() {
-        return Err(format!("plugin {shown} is not a file"));
-    }
-    Ok(resolved)
-}
-
-impl PluginProcess {
-    fn new(child: Child) -> Self {
-        let pgid = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
-        Self { child, pgid }
-    }
-
-    /// Reads both streams while waiting for the plugin to exit; once it has, kills what
-    /// is left of its group so that no background child holds the pipes open.
-    async fn finish(&mut self) -> io::Result<(ExitStatus, Captured, Captured)> {
-        let pgid = self.pgid;
-        let stdout = self.child.stdout.take();
-        let stderr = self.child.stderr.take();
-        let read_stdout = read_bounded(stdout, PLUGIN_OUTPUT_BYTES_MAX, pgid);
-        let read_stderr = read_bounded(stderr, PLUGIN_STDERR_BYTES_MAX, pgid);
-        let child = &mut self.child;
-        let wait = async move {
-            let status = child.wait().await;
-            kill_group(pgid);
-            status
-        };
-        let (stdout, stderr, status) = tokio::join!(read_stdout, read_stderr, wait);
-        Ok((status?, stdout, stderr))
-    }
-}
-
-impl Drop for PluginProcess {
-    /// Kills the group before the `Child` is dropped: while the plugin is unreaped its
-    /// pid cannot be reused, so the signal reaches only its group.
-    fn drop(&mut self) {
-        kill_group(self.pgid);
-    }
-}
-
-/// Sends SIGKILL to the process group `pgid`.
-///
-/// After the leader has been reaped (the plugin exited normally), the group id stays
-/// reserved while any member lives; once none does, a later group with the same id would
-/// need the pid counter to wrap around in the meantime, which the immediate kill makes
-/// negligible.
-fn kill_group(pgid: Option<libc::pid_t>) {
-    // Never signal group 0 (our own) or -1 (everything we may signal).
-    let Some(pgid) = pgid.filter(|pgid| *pgid > 1) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory effects; a negative pid names the process group.
-    // ESRCH (the group is already gone) is the expected outcome after a clean exit.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-}
-
-/// Reads `stream` to its end, keeping at most `keep_max` bytes; past
-/// `PLUGIN_OUTPUT_DRAIN_BYTES_MAX` kills the group and stops. A read error ends the
-/// stream: what was read so far stands.
-async fn read_bounded<R: AsyncRead + Unpin>(
-    stream: Option<R>,
-    keep_max: usize,
-    pgid: Option<libc::pid_t>,
-) -> Captured {
-    let mut captured = Captured::default();
-    let Some(mut stream) = stream else {
-        return captured;
-    };
-    let mut chunk = [0u8; PLUGIN_READ_CHUNK_BYTES];
-    let mut total = 0usize;
-    loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return captured,
-            Ok(n) => n,
-        };
-        let room = keep_max.saturating_sub(captured.kept.len());
-        captured.kept.extend_from_slice(&chunk[..n.min(room)]);
-        total = total.saturating_add(n);
-        if total > PLUGIN_OUTPUT_DRAIN_BYTES_MAX {
-            kill_group(pgid);
-            captured.runaway = true;
-            return captured;
-        }
-    }
+    judge(program, finished.status, &finished.stdout, &finished.stderr)
 }
 
 /// Maps a finished plugin to an outcome: its exit code is the verdict, the first line of
@@ -243,7 +90,7 @@ fn judge(program: &str, status: ExitStatus, stdout: &Captured, stderr: &Captured
     }
     if stdout.runaway || stderr.runaway {
         let message = format!(
-            "plugin {program} printed more than {PLUGIN_OUTPUT_DRAIN_BYTES_MAX} bytes and was killed"
+            "plugin {program} printed more than {OUTPUT_DRAIN_BYTES_MAX} bytes and was killed"
         );
         return Outcome::with_status(Status::Unknown, Reason::Plugin, message);
     }
@@ -614,7 +461,7 @@ mod tests {
             "check_runaway",
             &format!(
                 "head -c {} /dev/zero\necho done",
-                PLUGIN_OUTPUT_DRAIN_BYTES_MAX * 2
+                OUTPUT_DRAIN_BYTES_MAX * 2
             ),
         );
         let outcome = plugins.run(&[&runaway]).await;
@@ -680,7 +527,7 @@ mod tests {
         let ctx = ProbeContext {
             config: ProbeConfig {
                 source_ip: None,
-                plugin_dirs: vec![PathBuf::from("/usr/lib/nagios/plugins")],
+                plugin_dirs: vec![std::path::PathBuf::from("/usr/lib/nagios/plugins")],
             },
             ..Plugins::new().ctx()
         };

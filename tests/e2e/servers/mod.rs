@@ -1,5 +1,5 @@
-//! Real Debian servers the probe tests start and stop themselves: nginx, sshd, postfix,
-//! dovecot, vsftpd, unbound, mariadb and postgresql.
+//! Real Debian servers the probe and notifier tests start and stop themselves: nginx, sshd,
+//! postfix, dovecot, vsftpd, unbound, mariadb, postgresql and alertmanager.
 //!
 //! Each server runs from config files written into its own temporary directory, listens
 //! only on 127.0.0.1 ports the harness picked, runs in the foreground in its own process
@@ -13,6 +13,7 @@
 //! delaying TCP relay that puts a real server behind a slow path ([`DelayProxy`]), and
 //! runners for `consentry probe` ([`probe`]) and monitoring-plugins ([`plugin`]).
 
+pub mod alertmanager;
 pub mod dovecot;
 pub mod mariadb;
 pub mod nginx;
