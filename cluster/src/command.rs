@@ -27,6 +27,18 @@ pub enum Command {
         by: String,
         comment: String,
     },
+    /// One delivery attempt of a pending intent (`error` `None`: delivered). A record only:
+    /// `NotifyOutcome` still settles the intent. `attempt` counts from 1 across leaders;
+    /// `at_ms` is the leader's wall clock at the attempt (display only). Ignored once the
+    /// intent is settled. Kept last: bincode numbers variants by position.
+    NotifyAttempt {
+        intent_id: u64,
+        attempt: u32,
+        leader_id: u64,
+        term: u64,
+        at_ms: u64,
+        error: Option<String>,
+    },
 }
 
 /// The state machine's answer to a command.
@@ -181,6 +193,22 @@ mod tests {
                     error: "x".into(),
                 },
             }),
+            Command::NotifyAttempt {
+                intent_id: 1,
+                attempt: 1,
+                leader_id: 1,
+                term: 2,
+                at_ms: 1_763_740_000_000,
+                error: Some("connection refused".into()),
+            },
+            Command::NotifyAttempt {
+                intent_id: 1,
+                attempt: 2,
+                leader_id: 1,
+                term: 2,
+                at_ms: 1_763_740_001_000,
+                error: None,
+            },
         ];
         for c in commands {
             let bytes = crate::codec::encode(&c).unwrap();

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CheckSpec, Status, Transition};
+use crate::model::{CheckSpec, DegradedPolicy, Status, Transition};
 
 /// How often the leader commits a `Tick`. Freshness is counted in ticks, never by comparing
 /// two machines' clocks. Part of the replicated protocol: every replica must agree on it.
@@ -20,7 +20,8 @@ pub const FRESH_INTERVALS: u64 = 3;
 pub const FRESH_SLACK_TICKS: u64 = 2;
 
 /// Degraded quorum (fewer fresh sites than required) needs this many times the normal
-/// number of rounds before it opens or closes an "unconfirmed" incident.
+/// number of rounds before it opens or closes an "unconfirmed" incident. Whether it may open
+/// one at all is the check's `degraded` policy; closing always may.
 pub const DEGRADED_ROUNDS_FACTOR: u32 = 2;
 
 /// One probing site's counters for one check, as the rule sees them.
@@ -70,6 +71,13 @@ pub struct Closing {
 /// Ticks during which a result stays fresh for a check with this interval.
 pub fn fresh_ticks(interval_ms: u64) -> u64 {
     FRESH_INTERVALS * interval_ms.div_ceil(TICK_MS) + FRESH_SLACK_TICKS
+}
+
+/// Ticks a dependent check stays held after its parent recovered: long enough for it to
+/// be probed `recover.rounds + 1` more times on its own schedule, plus batching slack. A
+/// child still down after that has an outage of its own and is notified.
+pub fn dependent_grace_ticks(check: &CheckSpec) -> u64 {
+    (u64::from(check.recover.rounds) + 1) * check.interval_ms.div_ceil(TICK_MS) + FRESH_SLACK_TICKS
 }
 
 /// Sites that must agree: `confirm.sites` (default 2), never more than the sites that probe
@@ -140,6 +148,7 @@ pub fn evaluate(
                 unconfirmed: None,
             });
         } else if degraded
+            && check.degraded == DegradedPolicy::Alert
             && fresh_n >= 1
             && fresh
                 .iter()
@@ -317,6 +326,7 @@ mod tests {
     struct Case {
         name: &'static str,
         confirm_sites: Option<u32>,
+        degraded: DegradedPolicy,
         probing: usize,
         sites: &'static [Row],
         tick: u64,
@@ -333,6 +343,7 @@ mod tests {
             sites: case.confirm_sites,
             rounds: 2,
         };
+        check.degraded = case.degraded;
         let counters: Vec<SiteCounters> = case
             .sites
             .iter()
@@ -378,6 +389,7 @@ mod tests {
             Case {
                 name: "both sites down for 2 rounds opens",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 2, 0, C, 100), ("b", 2, 0, C, 100)],
                 tick: 100,
@@ -389,6 +401,7 @@ mod tests {
             Case {
                 name: "one round is not enough",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 2, 0, C, 100), ("b", 1, 0, C, 100)],
                 tick: 100,
@@ -400,6 +413,7 @@ mod tests {
             Case {
                 name: "severity is the worst agreeing status",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 3, 0, W, 100), ("b", 2, 0, C, 100)],
                 tick: 100,
@@ -411,6 +425,7 @@ mod tests {
             Case {
                 name: "warning at both sites opens a warning incident",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 2, 0, W, 100), ("b", 2, 0, W, 100)],
                 tick: 100,
@@ -422,6 +437,7 @@ mod tests {
             Case {
                 name: "one site down, other OK: path suspect, no incident",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 5, 0, C, 100), ("b", 0, 5, O, 100)],
                 tick: 100,
@@ -433,6 +449,7 @@ mod tests {
             Case {
                 name: "two of three down opens, third OK is not enough to call it a path",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 3,
                 sites: &[
                     ("a", 2, 0, C, 100),
@@ -448,6 +465,7 @@ mod tests {
             Case {
                 name: "stale down site does not count",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 9, 0, C, 10), ("b", 2, 0, C, 100)],
                 tick: 100,
@@ -459,6 +477,7 @@ mod tests {
             Case {
                 name: "degraded quorum opens unconfirmed after twice the rounds",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 9, 0, C, 10), ("b", 4, 0, C, 100)],
                 tick: 100,
@@ -470,6 +489,7 @@ mod tests {
             Case {
                 name: "single probing site needs one site",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 1,
                 sites: &[("a", 2, 0, C, 100)],
                 tick: 100,
@@ -481,6 +501,7 @@ mod tests {
             Case {
                 name: "confirm.sites = 1 opens on one site (a deliberately weak rule)",
                 confirm_sites: Some(1),
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 2, 0, C, 100), ("b", 0, 2, O, 100)],
                 tick: 100,
@@ -492,6 +513,7 @@ mod tests {
             Case {
                 name: "closes when both sites recovered",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 0, 2, O, 100), ("b", 0, 3, O, 100)],
                 tick: 100,
@@ -503,6 +525,7 @@ mod tests {
             Case {
                 name: "one recovered site does not close; the other looks like a path",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 0, 2, O, 100), ("b", 3, 0, C, 100)],
                 tick: 100,
@@ -514,6 +537,7 @@ mod tests {
             Case {
                 name: "degraded close after twice the recover rounds",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 7, 0, C, 10), ("b", 0, 4, O, 100)],
                 tick: 100,
@@ -523,8 +547,81 @@ mod tests {
                 expect_suspect: &[],
             },
             Case {
+                name: "hold: degraded quorum never opens, however long it fails",
+                confirm_sites: None,
+                degraded: DegradedPolicy::Hold,
+                probing: 2,
+                sites: &[("a", 9, 0, C, 10), ("b", 40, 0, C, 100)],
+                tick: 100,
+                open: false,
+                expect_open: None,
+                expect_close: None,
+                expect_suspect: &[],
+            },
+            Case {
+                name: "hold: a full quorum still opens",
+                confirm_sites: None,
+                degraded: DegradedPolicy::Hold,
+                probing: 2,
+                sites: &[("a", 2, 0, C, 100), ("b", 2, 0, C, 100)],
+                tick: 100,
+                open: false,
+                expect_open: Some((C, &["a", "b"], None)),
+                expect_close: None,
+                expect_suspect: &[],
+            },
+            Case {
+                name: "hold: single probing site is not degraded and opens",
+                confirm_sites: None,
+                degraded: DegradedPolicy::Hold,
+                probing: 1,
+                sites: &[("a", 2, 0, C, 100)],
+                tick: 100,
+                open: false,
+                expect_open: Some((C, &["a"], None)),
+                expect_close: None,
+                expect_suspect: &[],
+            },
+            Case {
+                name: "hold: degraded close after twice the recover rounds, as alert",
+                confirm_sites: None,
+                degraded: DegradedPolicy::Hold,
+                probing: 2,
+                sites: &[("a", 7, 0, C, 10), ("b", 0, 4, O, 100)],
+                tick: 100,
+                open: true,
+                expect_open: None,
+                expect_close: Some((&["b"], Some((1, 2)))),
+                expect_suspect: &[],
+            },
+            Case {
+                name: "hold: degraded close still needs twice the recover rounds",
+                confirm_sites: None,
+                degraded: DegradedPolicy::Hold,
+                probing: 2,
+                sites: &[("a", 7, 0, C, 10), ("b", 0, 3, O, 100)],
+                tick: 100,
+                open: true,
+                expect_open: None,
+                expect_close: None,
+                expect_suspect: &[],
+            },
+            Case {
+                name: "alert: degraded quorum one round short of twice does not open",
+                confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
+                probing: 2,
+                sites: &[("a", 9, 0, C, 10), ("b", 3, 0, C, 100)],
+                tick: 100,
+                open: false,
+                expect_open: None,
+                expect_close: None,
+                expect_suspect: &[],
+            },
+            Case {
                 name: "no fresh site decides nothing",
                 confirm_sites: None,
+                degraded: DegradedPolicy::Alert,
                 probing: 2,
                 sites: &[("a", 9, 0, C, 10), ("b", 9, 0, C, 10)],
                 tick: 100,

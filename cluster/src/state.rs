@@ -13,7 +13,7 @@ use crate::command::{Command, CommandResponse};
 use crate::model::{
     displayable, truncate, Ack, Catalog, CheckSpec, Delivery, Event, Evidence, Incident,
     IntentKind, NotifyIntent, NotifyOutcome, ProbeResult, ResultBatch, Silence, SilenceSpec,
-    Status, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX,
+    Status, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX, ATTEMPT_ERROR_BYTES_MAX,
 };
 use crate::rule::{self, Evaluation, Holds, Moment, SiteCounters, StatusHistory};
 use crate::types::{ClusterNode, LogId, Membership, NodeId, TypeConfig};
@@ -62,6 +62,10 @@ pub struct CheckState {
     /// Longest `depends_on` chain above this check (0: no parents). Checks are evaluated
     /// parents first, so a parent that fails with its children opens first and holds them.
     pub depth: u32,
+    /// Tick at which this check's last incident closed: its dependents stay held for a
+    /// grace window after it, since they recover on their own probe schedule.
+    #[serde(default)]
+    pub recovered_tick: Option<u64>,
     /// The flapping episode while enough fresh sites see the check flapping.
     pub flapping: Option<u64>,
 }
@@ -96,6 +100,15 @@ pub struct ClusterState {
     pub site_health: BTreeMap<String, SiteHealth>,
     /// Tick at which the current catalog was applied.
     pub catalog_tick: u64,
+}
+
+/// A `Command::NotifyAttempt`'s fields, borrowed.
+struct AttemptRecord<'a> {
+    attempt: u32,
+    leader_id: u64,
+    term: u64,
+    at_ms: u64,
+    error: Option<&'a str>,
 }
 
 /// What the cluster knows about one probing site itself (operator alerts).
@@ -156,7 +169,54 @@ impl ClusterState {
                 by,
                 comment,
             } => self.apply_ack(index, *incident_id, by, comment),
+            Command::NotifyAttempt {
+                intent_id,
+                attempt,
+                leader_id,
+                term,
+                at_ms,
+                error,
+            } => {
+                let record = AttemptRecord {
+                    attempt: *attempt,
+                    leader_id: *leader_id,
+                    term: *term,
+                    at_ms: *at_ms,
+                    error: error.as_deref(),
+                };
+                self.apply_attempt(index, *intent_id, &record)
+            }
         }
+    }
+
+    /// Records one delivery attempt of a pending intent: raises its attempt count and adds
+    /// the attempt to its incident's timeline. Attempts for settled intents change nothing
+    /// (a late report from an old leader); unknown intents are rejected, as outcomes are.
+    fn apply_attempt(&mut self, index: u64, id: u64, a: &AttemptRecord<'_>) -> CommandResponse {
+        let Some(intent) = self.intents.get_mut(&id) else {
+            return CommandResponse::Rejected(format!("unknown intent {id}"));
+        };
+        if intent.outcome.is_some() {
+            return CommandResponse::Ok;
+        }
+        intent.attempts = intent.attempts.max(a.attempt);
+        // Operator alerts (incident 0) have no timeline; their count is on the intent.
+        let Some(inc) = self.incidents.get_mut(&intent.incident_id) else {
+            return CommandResponse::Ok;
+        };
+        let event = Event::NotifyAttempt {
+            intent_id: id,
+            notifier: intent.notifier.clone(),
+            transition: intent.transition,
+            attempt: a.attempt,
+            leader_id: a.leader_id,
+            term: a.term,
+            error: a
+                .error
+                .map(|e| truncate(&displayable(e), ATTEMPT_ERROR_BYTES_MAX)),
+        };
+        inc.record(index, a.at_ms, event);
+        CommandResponse::Ok
     }
 
     fn apply_ack(&mut self, index: u64, id: u64, by: &str, comment: &str) -> CommandResponse {
@@ -374,13 +434,18 @@ impl ClusterState {
     fn holds(&self, spec: &CheckSpec) -> Holds {
         Holds {
             silence: self.checks.get(&spec.name).and_then(|c| c.silenced_by),
+            // A parent holds while it is down, and for the child's own recovery window after
+            // it recovered: a child probed later in the interval than its parent is still
+            // failing for a moment then, and must not page for the parent's outage.
             parent: spec
                 .depends_on
                 .iter()
                 .find(|p| {
-                    self.checks
-                        .get(*p)
-                        .is_some_and(|c| c.open_incident.is_some())
+                    self.checks.get(*p).is_some_and(|c| {
+                        c.open_incident.is_some()
+                            || c.recovered_tick
+                                .is_some_and(|t| self.tick <= t + rule::dependent_grace_ticks(spec))
+                    })
                 })
                 .cloned(),
             flapping: self
@@ -739,6 +804,7 @@ impl ClusterState {
                 transition = Some((id, t));
             }
         } else if let (Some(close), Some(id)) = (&eval.close, cs.open_incident) {
+            cs.recovered_tick = Some(tick);
             let closed_by = evidence(&close.sites, cs);
             if let Some(inc) = self.incidents.get_mut(&id) {
                 inc.closed_index = Some(index);
@@ -873,7 +939,10 @@ impl ClusterState {
             // A second leader's report for a settled intent changes nothing.
             return CommandResponse::Ok;
         }
-        intent.attempts = intent.attempts.saturating_add(outcome.attempts);
+        // The outcome counts every attempt, so attempts recorded before it are not added
+        // twice. (Before `NotifyAttempt` existed the stored count was 0 here: old logs
+        // replay to the same state.)
+        intent.attempts = intent.attempts.max(outcome.attempts);
         intent.outcome = Some(outcome.delivery.clone());
         let event = Event::Notified {
             intent_id: intent.id,
@@ -1193,6 +1262,178 @@ mod tests {
         assert_eq!(w.st.pending_intents().count(), 0);
     }
 
+    fn attempt(intent_id: u64, attempt: u32, error: Option<&str>) -> Command {
+        Command::NotifyAttempt {
+            intent_id,
+            attempt,
+            leader_id: 1,
+            term: 3,
+            at_ms: WALL_START_MS + u64::from(attempt),
+            error: error.map(str::to_string),
+        }
+    }
+
+    /// The attempts recorded on an incident's timeline: (attempt, error).
+    fn attempts(inc: &Incident) -> Vec<(u32, Option<String>)> {
+        inc.timeline
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::NotifyAttempt { attempt, error, .. } => Some((*attempt, error.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn attempts_are_recorded_in_order_until_settled() {
+        let mut w = World::new();
+        w.rounds(&[(C, C, 3)]);
+        let id = w.st.pending_intents().next().map(|i| i.id).unwrap();
+        assert_eq!(
+            w.cmd(attempt(id, 1, Some("refused\n"))),
+            CommandResponse::Ok
+        );
+        assert_eq!(w.cmd(attempt(id, 2, Some("timeout"))), CommandResponse::Ok);
+        assert_eq!(w.st.intents[&id].attempts, 2);
+        assert!(
+            w.st.intents[&id].outcome.is_none(),
+            "an attempt never settles"
+        );
+        // A late report of an earlier attempt (an old leader) does not lower the count.
+        w.cmd(attempt(id, 1, Some("late")));
+        assert_eq!(w.st.intents[&id].attempts, 2);
+        let inc = &w.st.incidents[&1];
+        assert_eq!(
+            attempts(inc),
+            [
+                (1, Some("refused ".to_string())),
+                (2, Some("timeout".to_string())),
+                (1, Some("late".to_string()))
+            ],
+            "in commit order, made displayable"
+        );
+        let last = inc.timeline.last().unwrap();
+        assert_eq!(last.at_ms, WALL_START_MS + 1, "the attempt's own time");
+        assert!(matches!(
+            &last.event,
+            Event::NotifyAttempt { intent_id, notifier, transition: Transition::Firing, leader_id: 1, term: 3, .. }
+                if *intent_id == id && notifier == "ops"
+        ));
+
+        // The outcome counts all attempts: it settles and is not added on top.
+        w.cmd(Command::NotifyOutcome(NotifyOutcome {
+            intent_id: id,
+            attempts: 3,
+            delivery: Delivery::Delivered {
+                leader_id: 1,
+                term: 3,
+            },
+        }));
+        assert_eq!(w.st.intents[&id].attempts, 3);
+        let before = w.st.clone();
+        assert_eq!(w.cmd(attempt(id, 4, Some("after"))), CommandResponse::Ok);
+        assert_eq!(w.st.intents, before.intents, "ignored once settled");
+        assert_eq!(w.st.incidents, before.incidents, "ignored once settled");
+        assert!(matches!(
+            w.cmd(attempt(999_999, 1, None)),
+            CommandResponse::Rejected(_)
+        ));
+
+        // Bounded: long errors are cut, and the timeline keeps its limit.
+        let long = "x".repeat(10 * ATTEMPT_ERROR_BYTES_MAX);
+        let mut w = World::new();
+        w.rounds(&[(C, C, 3)]);
+        let id = w.st.pending_intents().next().map(|i| i.id).unwrap();
+        for n in 1..=(TIMELINE_EVENTS_MAX as u32 + 10) {
+            w.cmd(attempt(id, n, Some(&long)));
+        }
+        let inc = &w.st.incidents[&1];
+        assert_eq!(inc.timeline.len(), TIMELINE_EVENTS_MAX);
+        assert_eq!(kinds(inc)[0], "opened");
+        assert!(inc.timeline_dropped > 0);
+        let kept = attempts(inc);
+        assert_eq!(kept.last().unwrap().0, TIMELINE_EVENTS_MAX as u32 + 10);
+        assert!(
+            kept.windows(2).all(|p| p[0].0 < p[1].0),
+            "oldest dropped first"
+        );
+        assert!(kept
+            .iter()
+            .all(|(_, e)| e.as_ref().unwrap().len() <= ATTEMPT_ERROR_BYTES_MAX));
+        assert_eq!(w.st.intents[&id].attempts, TIMELINE_EVENTS_MAX as u32 + 10);
+    }
+
+    #[test]
+    fn operator_alert_attempts_count_on_the_intent_only() {
+        let checks: Vec<CheckSpec> = (0..4)
+            .map(|i| {
+                let mut c = CheckSpec::for_test(&format!("c{i}"));
+                c.interval_ms = 1_000;
+                c
+            })
+            .collect();
+        let names: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        let mut w = World::with_checks(checks);
+        for _ in 0..4 {
+            for (node, site, status) in [(1, "site-a", C), (2, "site-b", O)] {
+                let results = names
+                    .iter()
+                    .map(|n| ProbeResult::new(n, status, Reason::Timeout, 1, ""))
+                    .collect();
+                w.cmd(Command::Results(ResultBatch {
+                    node_id: node,
+                    site: site.into(),
+                    results,
+                }));
+            }
+            w.tick();
+        }
+        let alert = w.st.pending_intents().next().cloned().unwrap();
+        assert_eq!(alert.incident_id, 0, "{alert:?}");
+        let incidents = w.st.incidents.clone();
+        assert_eq!(
+            w.cmd(attempt(alert.id, 1, Some("refused"))),
+            CommandResponse::Ok
+        );
+        assert_eq!(w.st.intents[&alert.id].attempts, 1);
+        assert_eq!(w.st.incidents, incidents);
+    }
+
+    /// Only site-a probes for a while (site-b is silent): a degraded quorum.
+    /// (policy, unconfirmed incident opened while degraded)
+    #[test]
+    fn degraded_quorum_policy() {
+        let cases = [
+            (crate::model::DegradedPolicy::Alert, Some((1, 2))),
+            (crate::model::DegradedPolicy::Hold, None),
+        ];
+        for (policy, unconfirmed) in cases {
+            let mut check = CheckSpec::for_test("web");
+            check.interval_ms = 1_000;
+            check.degraded = policy;
+            let mut w = World::with_checks(vec![check]);
+            for _ in 0..10 {
+                w.result(1, "site-a", C);
+                w.tick();
+            }
+            let opened = w.st.incidents.values().next().map(|i| i.unconfirmed);
+            assert_eq!(opened, unconfirmed.map(Some), "{policy:?}");
+            assert_eq!(
+                w.st.checks["web"].sites["site-a"].last.status, C,
+                "{policy:?}: the site's results are kept and shown"
+            );
+            // Both sites agree: a full quorum opens (or keeps open) either way.
+            w.rounds(&[(C, C, 2)]);
+            assert_eq!(w.st.open_incidents().count(), 1, "{policy:?}");
+            // site-b goes quiet again; site-a recovers: a degraded close works either way.
+            for _ in 0..20 {
+                w.result(1, "site-a", O);
+                w.tick();
+            }
+            assert_eq!(w.st.open_incidents().count(), 0, "{policy:?}");
+        }
+    }
+
     #[test]
     fn replay_is_identical() {
         let mut a = World::new();
@@ -1215,12 +1456,18 @@ mod tests {
                         comment: String::new(),
                     });
                 }
+                if i == 15 {
+                    let id = w.st.pending_intents().next().map(|i| i.id).unwrap();
+                    w.cmd(attempt(id, 1, Some("refused")));
+                    w.cmd(attempt(id, 2, None));
+                }
             }
         }
         let ea = crate::codec::encode(&a.st).unwrap();
         let eb = crate::codec::encode(&b.st).unwrap();
         assert_eq!(ea, eb);
         assert!(a.st.incidents.len() >= 2);
+        assert!(a.st.intents.values().any(|i| i.attempts == 2));
     }
 
     const C: Status = Status::Critical;
@@ -1448,8 +1695,16 @@ mod tests {
                 suppressed: 0,
             },
             DependencyCase {
-                name: "children still down after the parent recovers: they page then",
+                // Children are probed on their own schedule: they recover a moment after
+                // the parent, within the grace window, and page nobody.
+                name: "children recovering just after the parent: one page, one resolve",
                 rounds: &[(O, O, 1), (C, C, 4), (O, C, 3), (O, O, 3)],
+                sent: &[("host", Firing), ("host", Resolved)],
+                suppressed: 10,
+            },
+            DependencyCase {
+                name: "children still down past the grace window after the parent: they page then",
+                rounds: &[(O, O, 1), (C, C, 4), (O, C, 10), (O, O, 3)],
                 sent: &[
                     ("host", Firing),
                     ("host", Resolved),
@@ -1587,6 +1842,7 @@ mod tests {
                 Event::Closed { .. } => "closed",
                 Event::FlappingStarted { .. } => "flapping_started",
                 Event::FlappingStopped { .. } => "flapping_stopped",
+                Event::NotifyAttempt { .. } => "attempt",
             })
             .collect()
     }
@@ -1682,7 +1938,8 @@ mod tests {
         host.interval_ms = 1_000;
         let mut w = World::with_checks(vec![host, child]);
         let all = |h, c| vec![("host".to_string(), h), ("web".to_string(), c)];
-        for (h, c, n) in [(C, C, 3), (O, C, 2), (O, O, 2)] {
+        // The child stays down past the grace window after its parent recovered.
+        for (h, c, n) in [(C, C, 3), (O, C, 10), (O, O, 2)] {
             for _ in 0..n {
                 w.round_all(&all(h, c));
             }

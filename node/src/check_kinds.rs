@@ -34,6 +34,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "depends_on",
     "flap_high",
     "flap_low",
+    "degraded",
 ];
 
 /// Echo requests per icmp probe, at most (the prober's own bound).

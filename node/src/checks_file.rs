@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use consentry_cluster::model::{Catalog, CheckSpec, Confirm, Flap, NotifierSpec, Recover};
+use consentry_cluster::model::{
+    Catalog, CheckSpec, Confirm, DegradedPolicy, Flap, NotifierSpec, Recover,
+};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -128,6 +130,7 @@ pub(crate) struct RawCheck {
     pub(crate) depends_on: Option<Vec<Spanned<String>>>,
     pub(crate) flap_high: Option<Spanned<i64>>,
     pub(crate) flap_low: Option<Spanned<i64>>,
+    pub(crate) degraded: Option<Spanned<String>>,
 }
 
 /// A `[[notifier]]` table as written: every key of every kind (which keys apply to which
@@ -570,6 +573,7 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         }
         dependencies.push((c.name.get_ref().clone(), parents));
         let flap = flap_thresholds(&mut ck, c.flap_high.as_ref(), c.flap_low.as_ref());
+        let degraded = degraded_policy(&mut ck, c.degraded.as_ref());
         if let Some(probe) = probe {
             checks.push(CheckSpec {
                 name: c.name.get_ref().clone(),
@@ -588,6 +592,7 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                 labels,
                 depends_on: parents.iter().map(|p| p.get_ref().clone()).collect(),
                 flap,
+                degraded,
             });
         }
     }
@@ -659,6 +664,24 @@ fn flap_thresholds(
         );
     }
     Flap { high_pct, low_pct }
+}
+
+/// `degraded = "alert" | "hold"`: whether a degraded quorum may open an incident.
+fn degraded_policy(ck: &mut Checker<'_>, v: Option<&Spanned<String>>) -> DegradedPolicy {
+    let Some(v) = v else {
+        return DegradedPolicy::default();
+    };
+    match v.get_ref().as_str() {
+        "alert" => DegradedPolicy::Alert,
+        "hold" => DegradedPolicy::Hold,
+        other => {
+            ck.at(
+                v.span(),
+                format!("degraded {other:?}: use \"alert\" (open an unconfirmed incident after twice the rounds) or \"hold\" (never open on a degraded quorum)"),
+            );
+            DegradedPolicy::default()
+        }
+    }
 }
 
 /// Every `depends_on` entry must name another defined check, once, and the dependencies
@@ -996,6 +1019,33 @@ timeout = "5m"
                         "{keys}"
                     );
                 }
+                (Err(errs), Err((line, column, part))) => assert!(
+                    errs.iter()
+                        .any(|e| e.line == line && e.column == column && e.message.contains(part)),
+                    "{keys}: {errs:?}"
+                ),
+                (got, _) => panic!("{keys}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn degraded_key() {
+        let check = |keys: &str| {
+            format!("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\nnotify = []\n{keys}\n")
+        };
+        /// The policy, or the problem's line, column and part of the message.
+        type Want = Result<DegradedPolicy, (usize, usize, &'static str)>;
+        let cases: [(&str, Want); 5] = [
+            ("", Ok(DegradedPolicy::Alert)),
+            ("degraded = \"alert\"", Ok(DegradedPolicy::Alert)),
+            ("degraded = \"hold\"", Ok(DegradedPolicy::Hold)),
+            ("degraded = \"Hold\"", Err((7, 12, "use \"alert\""))),
+            ("degraded = 1", Err((7, 12, "expected a string"))),
+        ];
+        for (keys, want) in cases {
+            match (parse(&check(keys)), want) {
+                (Ok(c), Ok(policy)) => assert_eq!(c.checks[0].degraded, policy, "{keys}"),
                 (Err(errs), Err((line, column, part))) => assert!(
                     errs.iter()
                         .any(|e| e.line == line && e.column == column && e.message.contains(part)),

@@ -204,6 +204,9 @@ impl Leader {
             incident,
             check,
         } = pending;
+        // Attempts earlier leaders committed: this leader's are numbered after them, so the
+        // committed count and timeline read as one sequence across leader changes.
+        let base = intent.attempts;
         let mut attempts = 0;
         let kind = notifier.as_ref().map_or("unknown", |n| n.kind.as_str());
         let result = match (notifier, incident) {
@@ -237,6 +240,9 @@ impl Leader {
                         Err(e) => {
                             warn!(intent = intent.id, check = %intent.check, notifier = %intent.notifier, kind, attempt = attempts, error = %e, "notification attempt failed");
                             errors.push(format!("attempt {attempts}: {e}"));
+                            if attempts < NOTIFY_ATTEMPTS_MAX {
+                                self.commit_attempt(term, &intent, base + attempts, e).await;
+                            }
                         }
                     }
                 }
@@ -268,11 +274,31 @@ impl Leader {
         };
         let outcome = Command::NotifyOutcome(NotifyOutcome {
             intent_id: intent.id,
-            attempts,
+            attempts: base.saturating_add(attempts),
             delivery,
         });
         if let Err(e) = self.writer.write(outcome).await {
             warn!(intent = intent.id, error = %e, "committing notification outcome failed; the next leader will retry");
+        }
+    }
+
+    /// Commits a failed attempt that will be retried, so the incident's timeline shows it
+    /// while delivery goes on. Best effort: the outcome settles the intent either way, so a
+    /// failed write is logged and delivery continues.
+    async fn commit_attempt(&self, term: u64, intent: &NotifyIntent, attempt: u32, error: &str) {
+        let cmd = Command::NotifyAttempt {
+            intent_id: intent.id,
+            attempt,
+            leader_id: self.self_id,
+            term,
+            at_ms: self.clock.wall_ms(),
+            error: Some(consentry_cluster::model::truncate(
+                error,
+                consentry_cluster::model::ATTEMPT_ERROR_BYTES_MAX,
+            )),
+        };
+        if let Err(e) = self.writer.write(cmd).await {
+            warn!(intent = intent.id, attempt, error = %e, "committing notification attempt failed; delivery continues");
         }
     }
 }

@@ -386,4 +386,53 @@ mod tests {
             "a path suspect is not an outage being confirmed"
         );
     }
+
+    #[test]
+    fn incidents_show_committed_delivery_attempts() {
+        use consentry_cluster::model::{NotifierKind, NotifierSpec};
+
+        let (mut st, mut i) = state();
+        i += 1;
+        st.apply_command(
+            i,
+            &Command::ApplyCatalog(Catalog {
+                checks: vec![CheckSpec::for_test("web")],
+                notifiers: vec![NotifierSpec {
+                    name: "ops".into(),
+                    kind: NotifierKind::Webhook {
+                        url: "http://127.0.0.1:9/".into(),
+                    },
+                }],
+                operator_notify: Vec::new(),
+            }),
+        );
+        for _ in 0..2 {
+            round(&mut st, &mut i, Status::Critical, Status::Critical);
+        }
+        let id = st.pending_intents().next().map(|n| n.id).unwrap();
+        i += 1;
+        st.apply_command(
+            i,
+            &Command::NotifyAttempt {
+                intent_id: id,
+                attempt: 1,
+                leader_id: 1,
+                term: 1,
+                at_ms: 5,
+                error: Some("refused".into()),
+            },
+        );
+        let v = serde_json::to_value(incidents(&st, false, 10)).unwrap();
+        let inc = &v["incidents"][0];
+        assert_eq!(inc["notifications"][0]["attempts"], 1);
+        let attempt = inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|e| e["event"].get("notify_attempt"))
+            .expect("the attempt is on the timeline");
+        assert_eq!(attempt["attempt"], 1);
+        assert_eq!(attempt["error"], "refused");
+        assert_eq!(attempt["notifier"], "ops");
+    }
 }

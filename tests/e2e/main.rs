@@ -36,3 +36,4 @@ mod t70_probes_real;
 mod t75_conformance;
 mod t80_hostile;
 mod t90_notifiers;
+mod t95_alerting;

@@ -251,6 +251,34 @@ pub struct CheckSpec {
     /// incidents are recorded as suppressed and notify only if still open after it closes.
     pub depends_on: Vec<String>,
     pub flap: Flap,
+    /// What a degraded quorum (fewer fresh sites than `confirm.sites`) may do. Absent from
+    /// JSON means `Alert` (catalogs written before the key existed).
+    #[serde(default)]
+    pub degraded: DegradedPolicy,
+}
+
+/// Whether a degraded quorum may open an incident (`degraded` in `checks.toml`).
+/// Externally tagged (bincode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DegradedPolicy {
+    /// Open (and close) an "unconfirmed" incident after `DEGRADED_ROUNDS_FACTOR` times the
+    /// normal rounds.
+    #[default]
+    Alert,
+    /// Never open on a degraded quorum: the check keeps showing its sites' results. An open
+    /// incident still closes on a degraded quorum, as with `Alert`.
+    Hold,
+}
+
+impl DegradedPolicy {
+    /// The value as written in `checks.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DegradedPolicy::Alert => "alert",
+            DegradedPolicy::Hold => "hold",
+        }
+    }
 }
 
 /// Flap detection: Nagios' weighted percent state change over each site's last 21 results.
@@ -420,6 +448,7 @@ impl CheckSpec {
             labels: BTreeMap::new(),
             depends_on: Vec::new(),
             flap: Flap::default(),
+            degraded: DegradedPolicy::Alert,
         }
     }
 }

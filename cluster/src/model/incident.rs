@@ -145,7 +145,21 @@ pub enum Event {
         sites: Vec<String>,
         note: Option<String>,
     },
+    /// One committed delivery attempt of a notification (`error` `None`: delivered). Kept
+    /// last in the enum: bincode numbers variants by position.
+    NotifyAttempt {
+        intent_id: u64,
+        notifier: String,
+        transition: Transition,
+        attempt: u32,
+        leader_id: u64,
+        term: u64,
+        error: Option<String>,
+    },
 }
+
+/// Longest delivery attempt error kept (a `NotifyAttempt`'s text comes from a receiver).
+pub const ATTEMPT_ERROR_BYTES_MAX: usize = 512;
 
 /// Longest acknowledging name kept.
 pub const ACK_BY_BYTES_MAX: usize = 128;
@@ -246,10 +260,12 @@ pub enum Delivery {
     },
 }
 
-/// What the leader commits after trying an intent.
+/// What the leader commits after trying an intent: the settling record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotifyOutcome {
     pub intent_id: u64,
+    /// Attempts made in all, counting the ones earlier leaders committed as
+    /// `Command::NotifyAttempt` (the intent keeps the larger of this and what it has).
     pub attempts: u32,
     pub delivery: Delivery,
 }

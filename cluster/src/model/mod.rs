@@ -7,13 +7,15 @@ mod silence;
 mod status;
 
 pub use check::{
-    BannerProtocol, BannerSpec, Catalog, CheckSpec, Confirm, Credentials, DnsSpec, EmailNotifier,
-    ExecNotifier, Flap, HttpSpec, IcmpSpec, Latency, NagiosSpec, NotifierKind, NotifierSpec,
-    ProbeSpec, Recover, SqlEngine, SqlSpec, StatusRange, TcpSpec, TlsMode, TlsSpec, REDACTED,
+    BannerProtocol, BannerSpec, Catalog, CheckSpec, Confirm, Credentials, DegradedPolicy, DnsSpec,
+    EmailNotifier, ExecNotifier, Flap, HttpSpec, IcmpSpec, Latency, NagiosSpec, NotifierKind,
+    NotifierSpec, ProbeSpec, Recover, SqlEngine, SqlSpec, StatusRange, TcpSpec, TlsMode, TlsSpec,
+    REDACTED,
 };
 pub use incident::{
     Ack, Delivery, Event, Evidence, Incident, IntentKind, NotifyIntent, NotifyOutcome,
-    TimelineEvent, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX, TIMELINE_EVENTS_MAX,
+    TimelineEvent, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX, ATTEMPT_ERROR_BYTES_MAX,
+    TIMELINE_EVENTS_MAX,
 };
 pub use result::{
     displayable, truncate, Perf, ProbeResult, ResultBatch, PERFDATA_ITEMS_MAX,

@@ -79,12 +79,17 @@ pub fn alert_view(intent: &NotifyIntent, incident: Option<&Incident>) -> Option<
         IntentKind::Flapping { percent_tenths, .. } => (
             intent.check.clone(),
             Status::Warning,
-            format!(
-                "{} is flapping: {}.{}% state change over recent results",
-                intent.check,
-                percent_tenths / 10,
-                percent_tenths % 10
-            ),
+            match intent.transition {
+                consentry_cluster::model::Transition::Firing => format!(
+                    "{} is flapping: {}.{}% state change over recent results",
+                    intent.check,
+                    percent_tenths / 10,
+                    percent_tenths % 10
+                ),
+                consentry_cluster::model::Transition::Resolved => {
+                    format!("{} stopped flapping", intent.check)
+                }
+            },
         ),
         IntentKind::SiteDegraded { site, suspect, checks, .. } => (
             format!("site {site}"),

@@ -43,6 +43,13 @@ impl ChecksFile {
         self
     }
 
+    /// Appends `key = value` (`value` already TOML, e.g. `["host"]` or `{ sites = 2, rounds = 1 }`)
+    /// to the table written last; call it right after the check it belongs to.
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        let _ = writeln!(self.body, "{key} = {value}");
+        self
+    }
+
     /// The `ops` webhook notifier the defaults notify.
     pub fn webhook(mut self, url: &str) -> Self {
         let _ = write!(

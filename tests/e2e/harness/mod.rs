@@ -20,11 +20,11 @@ use std::fmt;
 use std::time::Duration;
 
 pub use checks::ChecksFile;
-pub use cli::{run_cli, run_cli_measured};
+pub use cli::{run_cli, run_cli_measured, CliOutput};
 pub use node::clean_env;
 pub use poll::{hold_for, wait_until, Deadline};
 pub use ports::free_tcp_port;
-pub use receiver::Receiver;
+pub use receiver::{Hook, Receiver};
 pub use target::Target;
 pub use views::{id_string, ClusterView};
 pub use world::{World, WorldOptions, CHECKS_OK_TIMEOUT, FORM_TIMEOUT, SITE_A, SITE_B, SITE_C};
