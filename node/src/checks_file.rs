@@ -329,6 +329,14 @@ fn scan_table(
     }
 }
 
+/// Round counts as written (see [`Checker::rounds_of`]).
+#[derive(Default)]
+struct Rounds {
+    confirm_sites: Option<u32>,
+    confirm_rounds: Option<u32>,
+    recover_rounds: Option<u32>,
+}
+
 /// Collects problems while resolving one file.
 pub(crate) struct Checker<'a> {
     text: &'a str,
@@ -343,6 +351,24 @@ impl Checker<'_> {
             column: p.column,
             message: message.into(),
         });
+    }
+
+    /// The `confirm = { sites, rounds }` and `recover = { rounds }` of a check or of
+    /// `[defaults]`; each `None` when absent or invalid (the problem is reported).
+    fn rounds_of(
+        &mut self,
+        confirm: &Option<Spanned<RawConfirm>>,
+        recover: &Option<Spanned<RawRecover>>,
+    ) -> Rounds {
+        let mut out = Rounds::default();
+        if let Some(c) = confirm {
+            out.confirm_sites = self.rounds(c.get_ref().sites, c.span(), "confirm.sites");
+            out.confirm_rounds = self.rounds(c.get_ref().rounds, c.span(), "confirm.rounds");
+        }
+        if let Some(r) = recover {
+            out.recover_rounds = self.rounds(r.get_ref().rounds, r.span(), "recover.rounds");
+        }
+        out
     }
 
     pub(crate) fn duration(&mut self, v: &Spanned<String>, what: &str) -> Option<u64> {
@@ -417,26 +443,10 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
     // Outer None: [defaults] does not say (each check then uses min(15 s, its interval)).
     let d_timeout: Option<Option<u64>> =
         defaults.timeout.as_ref().map(|v| ck.duration(v, "timeout"));
-    let d_confirm_sites = defaults.confirm.as_ref().and_then(|c| {
-        let span = c.span();
-        ck.rounds(c.get_ref().sites, span, "confirm.sites")
-    });
-    let d_confirm_rounds = defaults
-        .confirm
-        .as_ref()
-        .and_then(|c| {
-            let span = c.span();
-            ck.rounds(c.get_ref().rounds, span, "confirm.rounds")
-        })
-        .unwrap_or(DEFAULT_CONFIRM_ROUNDS);
-    let d_recover_rounds = defaults
-        .recover
-        .as_ref()
-        .and_then(|c| {
-            let span = c.span();
-            ck.rounds(c.get_ref().rounds, span, "recover.rounds")
-        })
-        .unwrap_or(DEFAULT_RECOVER_ROUNDS);
+    let d_rounds = ck.rounds_of(&defaults.confirm, &defaults.recover);
+    let d_confirm_sites = d_rounds.confirm_sites;
+    let d_confirm_rounds = d_rounds.confirm_rounds.unwrap_or(DEFAULT_CONFIRM_ROUNDS);
+    let d_recover_rounds = d_rounds.recover_rounds.unwrap_or(DEFAULT_RECOVER_ROUNDS);
     let d_notify = defaults.notify.clone().unwrap_or_default();
     let d_labels = defaults.labels.clone().unwrap_or_default();
 
@@ -526,30 +536,10 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
         if let Some(v) = &c.latency_critical {
             latency.crit_ms = ck.duration(v, "latency_critical");
         }
-        let confirm_sites = c
-            .confirm
-            .as_ref()
-            .and_then(|v| {
-                let s = v.span();
-                ck.rounds(v.get_ref().sites, s, "confirm.sites")
-            })
-            .or(d_confirm_sites);
-        let confirm_rounds = c
-            .confirm
-            .as_ref()
-            .and_then(|v| {
-                let s = v.span();
-                ck.rounds(v.get_ref().rounds, s, "confirm.rounds")
-            })
-            .unwrap_or(d_confirm_rounds);
-        let recover_rounds = c
-            .recover
-            .as_ref()
-            .and_then(|v| {
-                let s = v.span();
-                ck.rounds(v.get_ref().rounds, s, "recover.rounds")
-            })
-            .unwrap_or(d_recover_rounds);
+        let rounds = ck.rounds_of(&c.confirm, &c.recover);
+        let confirm_sites = rounds.confirm_sites.or(d_confirm_sites);
+        let confirm_rounds = rounds.confirm_rounds.unwrap_or(d_confirm_rounds);
+        let recover_rounds = rounds.recover_rounds.unwrap_or(d_recover_rounds);
         let notify = c.notify.clone().unwrap_or_else(|| d_notify.clone());
         for n in &notify {
             if !notifier_names.contains(n.get_ref()) {
@@ -838,6 +828,37 @@ notify = ["nobody"]
         assert!(
             errs.iter().any(|e| e.message.contains("needs url")),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn rounds_from_defaults_and_checks() {
+        let ok = "[defaults]\nconfirm = { sites = 3, rounds = 4 }\nrecover = { rounds = 5 }\n\n[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\nconfirm = { rounds = 1 }\n";
+        let c = parse(ok).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            c.checks[0].confirm,
+            Confirm {
+                sites: Some(3),
+                rounds: 1
+            },
+            "a check overrides only what it says"
+        );
+        assert_eq!(c.checks[0].recover, Recover { rounds: 5 });
+
+        let bad = "[defaults]\nconfirm = { sites = 0 }\n\n[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"h\"\nport = 1\nrecover = { rounds = 101 }\n";
+        let errs = parse(bad).unwrap_err();
+        let got: Vec<(usize, String)> = errs.iter().map(|e| (e.line, e.message.clone())).collect();
+        assert!(
+            got.iter()
+                .any(|(l, m)| *l == 2
+                    && m.contains("confirm.sites must be between 1 and 100, got 0")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|(l, m)| *l == 9
+                    && m.contains("recover.rounds must be between 1 and 100, got 101")),
+            "{got:?}"
         );
     }
 
