@@ -52,25 +52,12 @@ impl ApiClient {
     /// When there is no token, the node is unreachable, or it answers with an error; the
     /// error carries the API's JSON error document.
     pub async fn put(&self, path: &str, body: String) -> anyhow::Result<Value> {
-        let Some(token) = &self.token else {
-            bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");
-        };
-        let url = format!("{}{path}", self.base);
-        let resp = self
+        let request = self
             .http
-            .put(&url)
-            .bearer_auth(token)
+            .put(format!("{}{path}", self.base))
             .header(reqwest::header::CONTENT_TYPE, "application/toml")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
-                    self.base
-                )
-            })?;
-        Self::json(resp).await
+            .body(body);
+        self.send_authorized(request).await
     }
 
     /// POSTs a JSON document with the bearer token.

@@ -588,7 +588,9 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
-    use crate::probe::test_support::{finish, serve_once as serve, sql_check, TEST_STEP_MS};
+    use crate::probe::test_support::{
+        assert_verdict, finish, serve_once as serve, sql_check, TEST_STEP_MS,
+    };
     use crate::probe::Prober;
 
     fn check(port: u16, credentials: Option<(&str, &str)>) -> CheckSpec {
@@ -757,11 +759,7 @@ mod tests {
         })
         .await;
         let result = Prober::for_test(None).probe(&check(port, None)).await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Protocol),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Protocol);
         assert!(result.message.contains(message), "{}", result.message);
         finish(server).await;
     }
@@ -775,11 +773,7 @@ mod tests {
         })
         .await;
         let result = Prober::for_test(None).probe(&check(port, None)).await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Protocol),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Protocol);
         assert!(
             result.message.starts_with("not a MySQL server greeting"),
             "{}",
@@ -796,11 +790,7 @@ mod tests {
         })
         .await;
         let result = Prober::for_test(None).probe(&check(port, None)).await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Protocol),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Protocol);
         assert!(
             result.message.contains("16711679 bytes"),
             "{}",
@@ -837,11 +827,7 @@ mod tests {
         let result = Prober::for_test(None)
             .probe(&check(port, Some(("monitor", "s3cret"))))
             .await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Protocol),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Protocol);
         assert!(
             result.message.contains("more than 1048576 bytes"),
             "{}",
@@ -859,11 +845,7 @@ mod tests {
         let mut check = check(port, None);
         check.timeout_ms = 300;
         let result = Prober::for_test(None).probe(&check).await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Timeout),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Timeout);
         assert!(result.latency_ms < TEST_STEP_MS, "{result:?}");
         finish(server).await;
     }
@@ -901,11 +883,7 @@ mod tests {
         let result = Prober::for_test(None)
             .probe(&check(port, Some(("monitor", "wrong-pw"))))
             .await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Auth),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Auth);
         assert!(
             result
                 .message

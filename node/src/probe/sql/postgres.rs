@@ -261,7 +261,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
-    use crate::probe::test_support::{finish, serve_once as serve, sql_check};
+    use crate::probe::test_support::{assert_verdict, finish, serve_once as serve, sql_check};
     use crate::probe::Prober;
     use tokio::task::JoinHandle;
 
@@ -396,11 +396,7 @@ mod tests {
         })
         .await;
         let result = Prober::for_test(None).probe(&check(port, None)).await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Protocol),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Protocol);
         finish(server).await;
     }
 
@@ -414,11 +410,7 @@ mod tests {
         let mut check = check(port, None);
         check.timeout_ms = 300;
         let result = Prober::for_test(None).probe(&check).await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Timeout),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Timeout);
         finish(server).await;
     }
 
@@ -486,11 +478,7 @@ mod tests {
         let result = Prober::for_test(None)
             .probe(&check(port, Some(("monitor", "wrong-pw"))))
             .await;
-        assert_eq!(
-            (result.status, result.reason),
-            (Status::Critical, Reason::Auth),
-            "{result:?}"
-        );
+        assert_verdict(&result, Status::Critical, Reason::Auth);
         assert!(
             result
                 .message
