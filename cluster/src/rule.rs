@@ -160,7 +160,12 @@ pub fn evaluate(
                 unconfirmed: Some((fresh_n, probing_n)),
             });
         }
-    } else if u32::try_from(up.len()).unwrap_or(u32::MAX) >= required {
+    } else if u32::try_from(up.len()).unwrap_or(u32::MAX) >= required
+        // Never close while the opening condition still holds: with `confirm.sites = 1`
+        // one recovered site must not close what another site still reports down (the
+        // incident would reopen on the next tick, and again, and again).
+        && u32::try_from(down.len()).unwrap_or(u32::MAX) < required
+    {
         eval.close = Some(Closing {
             sites: eval.up.clone(),
             unconfirmed: None,
@@ -386,6 +391,38 @@ mod tests {
     #[test]
     fn decision_table() {
         let cases = [
+            Case {
+                name: "confirm.sites = 1: one site still down keeps the incident open",
+                confirm_sites: Some(1),
+                degraded: DegradedPolicy::Alert,
+                probing: 3,
+                sites: &[
+                    ("a", 3, 0, C, 100),
+                    ("b", 0, 3, O, 100),
+                    ("c", 0, 3, O, 100),
+                ],
+                tick: 100,
+                open: true,
+                expect_open: None,
+                expect_close: None,
+                expect_suspect: &["a"],
+            },
+            Case {
+                name: "confirm.sites = 1: closes once no site reports down",
+                confirm_sites: Some(1),
+                degraded: DegradedPolicy::Alert,
+                probing: 3,
+                sites: &[
+                    ("a", 0, 2, O, 100),
+                    ("b", 0, 3, O, 100),
+                    ("c", 1, 0, C, 100),
+                ],
+                tick: 100,
+                open: true,
+                expect_open: None,
+                expect_close: Some((&["a", "b"], None)),
+                expect_suspect: &[],
+            },
             Case {
                 name: "both sites down for 2 rounds opens",
                 confirm_sites: None,
