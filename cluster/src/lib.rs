@@ -11,6 +11,7 @@ pub mod types;
 
 pub use consentry_storage::codec;
 pub mod rule;
+pub mod runtime;
 pub mod state;
 pub mod tls;
 pub mod transport;

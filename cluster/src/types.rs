@@ -39,7 +39,7 @@ openraft::declare_raft_types!(
         Node = ClusterNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = crate::runtime::ConsentryRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

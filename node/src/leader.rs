@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics;
-use crate::notify::{self, NotifyContext};
+use crate::notify;
 use crate::writer::Writer;
 
 /// Deliveries in flight at once.
@@ -40,12 +40,11 @@ pub struct Leader {
     pub raft: Raft,
     pub writer: Writer,
     pub state: StateReader<ClusterState>,
-    pub http: reqwest::Client,
+    /// The channels deliveries go through.
+    pub notify: Arc<dyn notify::Notify>,
     pub self_id: u64,
     /// Stamps each tick with the leader's wall time (judges silence windows only).
     pub clock: Arc<dyn crate::clock::Clock>,
-    /// Directories `exec` notifiers may run programs from (node.toml `notify_exec_dirs`).
-    pub exec_dirs: Arc<[std::path::PathBuf]>,
 }
 
 /// One intent to deliver, with what it needs from the applied state at scan time.
@@ -227,14 +226,17 @@ impl Leader {
                         .await;
                     }
                     attempts += 1;
-                    let ctx = NotifyContext {
-                        http: self.http.clone(),
-                        node_id: self.self_id,
-                        wall_ms: self.clock.wall_ms(),
-                        exec_dirs: self.exec_dirs.clone(),
-                    };
-                    last =
-                        notify::deliver(&notifier, &intent, &incident, check.as_ref(), &ctx).await;
+                    last = self
+                        .notify
+                        .deliver(
+                            &notifier,
+                            &intent,
+                            &incident,
+                            check.as_ref(),
+                            self.self_id,
+                            self.clock.wall_ms(),
+                        )
+                        .await;
                     match &last {
                         Ok(()) => break,
                         Err(e) => {

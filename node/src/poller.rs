@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::clock::Clock;
 use crate::metrics;
-use crate::probe::Prober;
+use crate::probe::Probe;
 use crate::schedule::Schedule;
 use crate::writer::Writer;
 
@@ -32,7 +32,7 @@ pub const FLUSH_MS: u64 = 1_000;
 pub const SCHEDULE_WAKE_MS_MAX: u64 = 1_000;
 
 pub struct Poller {
-    pub prober: Arc<Prober>,
+    pub prober: Arc<dyn Probe>,
     pub state: StateReader<ClusterState>,
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,

@@ -22,8 +22,9 @@ use crate::config::NodeConfig;
 use crate::demo_target::DemoTarget;
 use crate::error::StartError;
 use crate::leader::Leader;
+use crate::notify::{Channels, Notify};
 use crate::poller::Poller;
-use crate::probe::{ProbeConfig, Prober};
+use crate::probe::{Probe, ProbeConfig, Prober};
 use crate::writer::Writer;
 
 /// Raft timing: a dead leader is replaced in about two seconds.
@@ -48,7 +49,8 @@ pub struct Seams {
 /// A running node.
 pub struct RunningNode {
     pub node_id: u64,
-    pub api_addr: SocketAddr,
+    /// The API's bound address; `None` on a node assembled without an API.
+    pub api_addr: Option<SocketAddr>,
     pub raft: Raft,
     pub state: StateReader<ClusterState>,
     cancel: CancellationToken,
@@ -111,19 +113,156 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         path: raft_dir.clone(),
         message: e.to_string(),
     })?;
-    let (log_store, sm) = consentry_storage::open_sled::<TypeConfig, ClusterState>(&raft_dir)
-        .map_err(|e| StartError::Storage {
-            path: raft_dir.clone(),
-            message: e.to_string(),
+    let (log_store, state_machine) =
+        consentry_storage::open_sled::<TypeConfig, ClusterState>(&raft_dir).map_err(|e| {
+            StartError::Storage {
+                path: raft_dir.clone(),
+                message: e.to_string(),
+            }
         })?;
-    let state = sm.reader();
 
     let endpoint = transport::endpoint(cfg.listen_raft, &tls).map_err(|e| StartError::Bind {
         what: "raft (QUIC/UDP)",
         addr: cfg.listen_raft,
         message: e.to_string(),
     })?;
+    if let Some(me) = cfg.initial_members.iter().find(|m| m.id == cfg.node_id) {
+        if me.probe != cfg.probe || me.site != cfg.site {
+            warn!(
+                member_probe = me.probe,
+                member_site = %me.site,
+                "this node's [[initial_member]] entry disagrees with its own probe/site settings; \
+                 the cluster counts sites from the members list, so fix the list on every node"
+            );
+        }
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("consentry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| StartError::Raft(format!("building the HTTP client failed: {e}")))?;
+    let prober: Arc<dyn Probe> = Arc::new(Prober::new(ProbeConfig {
+        source_ip: cfg.probe_source_ip,
+        plugin_dirs: cfg.plugin_dirs.clone(),
+    }));
+    let (mut node, writer) = assemble(Parts {
+        node_id: cfg.node_id,
+        site: cfg.site.clone(),
+        probe: cfg.probe,
+        initial_members: cfg
+            .initial_members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    ClusterNode {
+                        addr: m.addr.clone(),
+                        site: m.site.clone(),
+                        probe: m.probe,
+                        api: m.api.clone(),
+                    },
+                )
+            })
+            .collect(),
+        endpoint,
+        log_store,
+        state: state_machine.reader(),
+        state_machine,
+        clock: seams.clock,
+        prober,
+        notify: Arc::new(Channels {
+            http,
+            exec_dirs: cfg.notify_exec_dirs.clone().into(),
+        }),
+    })
+    .await?;
 
+    let bound = async {
+        let listener = tokio::net::TcpListener::bind(cfg.listen_api).await?;
+        let addr = listener.local_addr()?;
+        Ok::<_, std::io::Error>((listener, addr))
+    };
+    let (listener, api_addr) = match bound.await {
+        Ok(bound) => bound,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(StartError::Bind {
+                what: "API (HTTP)",
+                addr: cfg.listen_api,
+                message: e.to_string(),
+            });
+        }
+    };
+    let router = api::router(Arc::new(ApiState {
+        node_id: cfg.node_id,
+        site: cfg.site.clone(),
+        raft: node.raft.clone(),
+        state: node.state.clone(),
+        writer,
+        token,
+        metrics: seams.metrics,
+        demo: seams.demo,
+    }));
+    let api_cancel = node.cancel.clone();
+    node.tasks.spawn(
+        async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(api_cancel.cancelled_owned());
+            if let Err(e) = serve.await {
+                warn!(error = %e, "API server failed");
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
+    node.api_addr = Some(api_addr);
+    info!(raft = %cfg.listen_raft, api = %api_addr, "node started");
+    Ok(node)
+}
+
+/// What [`assemble`] wires into a node: stores and an endpoint already opened, and the
+/// seams. Production opens sled and a UDP socket ([`start`]); the simulation passes
+/// in-memory stores and an endpoint over its simulated network.
+pub struct Parts<LS, SM> {
+    pub node_id: u64,
+    pub site: String,
+    /// False for a witness: it votes but never probes.
+    pub probe: bool,
+    /// The cluster formed on first start (ignored once raft state exists).
+    pub initial_members: BTreeMap<u64, ClusterNode>,
+    pub endpoint: quinn::Endpoint,
+    pub log_store: LS,
+    pub state_machine: SM,
+    /// The reader of `state_machine`'s applied state.
+    pub state: StateReader<ClusterState>,
+    pub clock: Arc<dyn Clock>,
+    pub prober: Arc<dyn Probe>,
+    pub notify: Arc<dyn Notify>,
+}
+
+/// Wires raft, the QUIC server, the leader's ticker and effects executor, and (on probing
+/// nodes) the poller; returns the running node (without an API) and the writer that
+/// submits commands through the leader.
+///
+/// # Errors
+/// [`StartError::Raft`] when raft cannot start on the given stores.
+pub async fn assemble<LS, SM>(parts: Parts<LS, SM>) -> Result<(RunningNode, Writer), StartError>
+where
+    LS: openraft::storage::RaftLogStorage<TypeConfig>,
+    SM: openraft::storage::RaftStateMachine<TypeConfig>,
+{
+    let Parts {
+        node_id,
+        site,
+        probe,
+        initial_members,
+        endpoint,
+        log_store,
+        state_machine,
+        state,
+        clock,
+        prober,
+        notify,
+    } = parts;
     let config = openraft::Config {
         cluster_name: "consentry".into(),
         heartbeat_interval: HEARTBEAT_MS,
@@ -135,8 +274,8 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
     }
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let network = QuicNetworkFactory::new(endpoint.clone(), cfg.node_id);
-    let raft = Raft::new(cfg.node_id, Arc::new(config), network, log_store, sm)
+    let network = QuicNetworkFactory::new(endpoint.clone(), node_id);
+    let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -148,100 +287,49 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
             .instrument(span.clone()),
     );
 
-    initialize(&raft, cfg).await?;
+    initialize(&raft, initial_members).await?;
 
-    let writer = Writer::new(raft.clone(), endpoint.clone(), cfg.node_id);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .user_agent(concat!("consentry/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| StartError::Raft(format!("building the HTTP client failed: {e}")))?;
+    let writer = Writer::new(raft.clone(), endpoint.clone(), node_id);
     let leader = Arc::new(Leader {
         raft: raft.clone(),
         writer: writer.clone(),
         state: state.clone(),
-        http,
-        self_id: cfg.node_id,
-        clock: seams.clock.clone(),
-        exec_dirs: cfg.notify_exec_dirs.clone().into(),
+        notify,
+        self_id: node_id,
+        clock: clock.clone(),
     });
     tasks.spawn(leader.run(cancel.clone()).instrument(span.clone()));
 
-    if cfg.probe {
+    if probe {
         let poller = Arc::new(Poller {
-            prober: Arc::new(Prober::new(ProbeConfig {
-                source_ip: cfg.probe_source_ip,
-                plugin_dirs: cfg.plugin_dirs.clone(),
-            })),
+            prober,
             state: state.clone(),
             writer: writer.clone(),
-            clock: seams.clock.clone(),
-            node_id: cfg.node_id,
-            site: cfg.site.clone(),
+            clock,
+            node_id,
+            site,
         });
-        tasks.spawn(poller.run(cancel.clone()).instrument(span.clone()));
+        tasks.spawn(poller.run(cancel.clone()).instrument(span));
     } else {
         info!("probe = false: this node votes but never probes (witness)");
     }
-
-    let listener = tokio::net::TcpListener::bind(cfg.listen_api)
-        .await
-        .map_err(|e| StartError::Bind {
-            what: "API (HTTP)",
-            addr: cfg.listen_api,
-            message: e.to_string(),
-        })?;
-    let api_addr = listener.local_addr().map_err(|e| StartError::Bind {
-        what: "API (HTTP)",
-        addr: cfg.listen_api,
-        message: e.to_string(),
-    })?;
-    let router = api::router(Arc::new(ApiState {
-        node_id: cfg.node_id,
-        site: cfg.site.clone(),
-        raft: raft.clone(),
-        state: state.clone(),
+    Ok((
+        RunningNode {
+            node_id,
+            api_addr: None,
+            raft,
+            state,
+            cancel,
+            tasks,
+            endpoint,
+        },
         writer,
-        token,
-        metrics: seams.metrics,
-        demo: seams.demo,
-    }));
-    let api_cancel = cancel.clone();
-    tasks.spawn(
-        async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(api_cancel.cancelled_owned());
-            if let Err(e) = serve.await {
-                warn!(error = %e, "API server failed");
-            }
-        }
-        .instrument(span),
-    );
-    info!(raft = %cfg.listen_raft, api = %api_addr, "node started");
-    Ok(RunningNode {
-        node_id: cfg.node_id,
-        api_addr,
-        raft,
-        state,
-        cancel,
-        tasks,
-        endpoint,
-    })
+    ))
 }
 
-/// Forms the cluster from `initial_member` on first start. Every member may call this with
-/// the same list; openraft accepts it only on a node with empty state.
-async fn initialize(raft: &Raft, cfg: &NodeConfig) -> Result<(), StartError> {
-    if let Some(me) = cfg.initial_members.iter().find(|m| m.id == cfg.node_id) {
-        if me.probe != cfg.probe || me.site != cfg.site {
-            warn!(
-                member_probe = me.probe,
-                member_site = %me.site,
-                "this node's [[initial_member]] entry disagrees with its own probe/site settings; \
-                 the cluster counts sites from the members list, so fix the list on every node"
-            );
-        }
-    }
+/// Forms the cluster from `members` on first start. Every member may call this with the
+/// same list; openraft accepts it only on a node with empty state.
+async fn initialize(raft: &Raft, members: BTreeMap<u64, ClusterNode>) -> Result<(), StartError> {
     if raft
         .is_initialized()
         .await
@@ -250,24 +338,10 @@ async fn initialize(raft: &Raft, cfg: &NodeConfig) -> Result<(), StartError> {
         debug!("raft state found on disk; not initializing");
         return Ok(());
     }
-    let members: BTreeMap<u64, ClusterNode> = cfg
-        .initial_members
-        .iter()
-        .map(|m| {
-            (
-                m.id,
-                ClusterNode {
-                    addr: m.addr.clone(),
-                    site: m.site.clone(),
-                    probe: m.probe,
-                    api: m.api.clone(),
-                },
-            )
-        })
-        .collect();
+    let count = members.len();
     match raft.initialize(members).await {
         Ok(()) => info!(
-            members = cfg.initial_members.len(),
+            members = count,
             "initialized a new cluster from initial_member"
         ),
         Err(e) => {

@@ -26,7 +26,7 @@ mod tree;
 pub use error::{SnapshotError, StoreError};
 pub use log_store::{LOG_READ_BYTES_MAX, LOG_READ_ENTRIES_MAX};
 pub use machine::{Machine, StateReader};
-pub use mem_store::{open_mem, MemLogStore, MemStateMachine};
+pub use mem_store::{open_mem, open_mem_disk, MemDisk, MemLogStore, MemStateMachine};
 pub use sled_store::{
     open_sled, SledLogStore, SledStateMachine, SLED_LOG_TREE, SLED_META_TREE, SLED_SNAPSHOT_TREE,
 };

@@ -9,6 +9,7 @@ use crate::log_store::LogStore;
 use crate::machine::Machine;
 use crate::mem_tree::MemTree;
 use crate::state_machine::StateMachineStore;
+use crate::StoreError;
 
 /// The raft log store kept in memory.
 pub type MemLogStore<C> = LogStore<C, MemTree>;
@@ -24,6 +25,35 @@ where
 {
     let log = LogStore::new(MemTree::default(), MemTree::default());
     (log, StateMachineStore::new(MemTree::default()))
+}
+
+/// An in-memory stand-in for one node's data directory: it outlives the stores opened on
+/// it, so a simulated node that crashes and restarts finds its vote, log and last snapshot
+/// again, as a real node finds its sled files. Clones share the same "disk".
+#[derive(Debug, Clone, Default)]
+pub struct MemDisk {
+    log: MemTree,
+    meta: MemTree,
+    snapshot: MemTree,
+}
+
+/// Opens the stores kept on `disk`, the state machine restored from its last snapshot (the
+/// in-memory twin of [`crate::open_sled`]).
+///
+/// # Errors
+/// [`StoreError::CorruptSnapshot`] when the stored snapshot does not decode.
+pub fn open_mem_disk<C, M>(
+    disk: &MemDisk,
+) -> Result<(MemLogStore<C>, MemStateMachine<C, M>), StoreError>
+where
+    C: RaftTypeConfig<Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    M: Machine<C>,
+{
+    let state_machine = StateMachineStore::open(disk.snapshot.clone())?;
+    Ok((
+        LogStore::new(disk.log.clone(), disk.meta.clone()),
+        state_machine,
+    ))
 }
 
 #[cfg(test)]
@@ -51,6 +81,30 @@ mod tests {
     #[test]
     fn mem_stores_pass_openraft_suite() -> anyhow::Result<()> {
         Suite::test_all(MemBuilder)?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_mem_disk_keeps_vote_log_and_snapshot_across_a_restart() -> anyhow::Result<()> {
+        let disk = MemDisk::default();
+        let vote = openraft::Vote::new(2, 1);
+        let entries = vec![membership(1, 1, &[1, 2]), blank(1, 2), put(2, 3, "a", "1")];
+        {
+            let (mut log, mut sm): (Log, Sm) = open_mem_disk(&disk)?;
+            log.blocking_append(entries.clone()).await?;
+            log.save_vote(&vote).await?;
+            sm.apply(entries.clone()).await?;
+            sm.get_snapshot_builder().await.build_snapshot().await?;
+        }
+        let (mut log, mut sm): (Log, Sm) = open_mem_disk(&disk)?;
+        assert_eq!(log.read_vote().await?, Some(vote));
+        assert_eq!(log.try_get_log_entries(..).await?, entries);
+        assert_eq!(sm.applied_state().await?.0, Some(log_id(2, 3)));
+        sm.reader()
+            .read(|kv| assert_eq!(kv.map.get("a").map(String::as_str), Some("1")));
+        // A fresh disk shares nothing with it.
+        let (mut other, _): (Log, Sm) = open_mem_disk(&MemDisk::default())?;
+        assert_eq!(other.read_vote().await?, None);
         Ok(())
     }
 

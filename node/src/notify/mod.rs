@@ -31,6 +31,47 @@ pub const EMAIL_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
 /// Bytes of a receiver's error answer kept in the outcome.
 pub const ERROR_BODY_BYTES_MAX: usize = 512;
 
+/// Where the leader's deliveries go: the real channels ([`Channels`]) in production, a
+/// recorder in the simulation. One call is one bounded attempt.
+pub trait Notify: Send + Sync + 'static {
+    fn deliver<'a>(
+        &'a self,
+        spec: &'a NotifierSpec,
+        intent: &'a NotifyIntent,
+        incident: &'a Incident,
+        check: Option<&'a CheckSpec>,
+        node_id: u64,
+        wall_ms: u64,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
+}
+
+/// The real channels: HTTP kinds through one client, exec from the allowed directories.
+pub struct Channels {
+    pub http: reqwest::Client,
+    /// Directories `exec` notifiers may run programs from (node.toml `notify_exec_dirs`).
+    pub exec_dirs: Arc<[PathBuf]>,
+}
+
+impl Notify for Channels {
+    fn deliver<'a>(
+        &'a self,
+        spec: &'a NotifierSpec,
+        intent: &'a NotifyIntent,
+        incident: &'a Incident,
+        check: Option<&'a CheckSpec>,
+        node_id: u64,
+        wall_ms: u64,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        let ctx = NotifyContext {
+            http: self.http.clone(),
+            node_id,
+            wall_ms,
+            exec_dirs: self.exec_dirs.clone(),
+        };
+        Box::pin(async move { deliver(spec, intent, incident, check, &ctx).await })
+    }
+}
+
 /// What the leader passes to every attempt.
 #[derive(Clone)]
 pub struct NotifyContext {

@@ -64,6 +64,19 @@ impl ProbeContext {
     }
 }
 
+/// What the poller calls to probe one check: the real [`Prober`] in production, simulated
+/// targets in the simulation.
+pub trait Probe: Send + Sync + 'static {
+    /// One bounded attempt; never fails (a problem is a result with a reason).
+    fn probe<'a>(&'a self, check: &'a CheckSpec) -> futures::future::BoxFuture<'a, ProbeResult>;
+}
+
+impl Probe for Prober {
+    fn probe<'a>(&'a self, check: &'a CheckSpec) -> futures::future::BoxFuture<'a, ProbeResult> {
+        Box::pin(Prober::probe(self, check))
+    }
+}
+
 /// Runs probes from this node.
 #[derive(Debug, Clone)]
 pub struct Prober {
