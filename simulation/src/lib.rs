@@ -9,6 +9,14 @@
 //! table. Everything a run does follows from its seed, so `--reproduce SEED` replays it
 //! exactly.
 
+// Without tokio's unstable cfg turmoil cannot seed each host's runtime, `select!` polls
+// its branches in a random order, and no run could be replayed.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "consentry-sim needs `--cfg tokio_unstable` (set in .cargo/config.toml; a RUSTFLAGS \
+     environment variable replaces it, so add `--cfg tokio_unstable` there too)"
+);
+
 pub mod baselines;
 pub mod judge;
 pub mod net;

@@ -145,30 +145,8 @@ impl Schedule {
                 },
             }
         });
-        let partitions = spaced(
-            &mut rng,
-            faulty_ms,
-            (10 * MINUTE, 40 * MINUTE),
-            |rng, from| NodeFault {
-                site: rng.gen_range(0..SITES.len()),
-                window: Window {
-                    from,
-                    to: from + rng.gen_range(10_000..4 * MINUTE),
-                },
-            },
-        );
-        let crashes = spaced(
-            &mut rng,
-            faulty_ms,
-            (10 * MINUTE, 40 * MINUTE),
-            |rng, from| NodeFault {
-                site: rng.gen_range(0..SITES.len()),
-                window: Window {
-                    from,
-                    to: from + rng.gen_range(5_000..3 * MINUTE),
-                },
-            },
-        );
+        let partitions = node_faults(&mut rng, faulty_ms, 10_000..4 * MINUTE);
+        let crashes = node_faults(&mut rng, faulty_ms, 5_000..3 * MINUTE);
         let leader_kills = spaced(
             &mut rng,
             faulty_ms,
@@ -283,6 +261,20 @@ fn outages_of(rng: &mut SmallRng, target: usize, faulty_ms: u64) -> Vec<Outage> 
         at += len + OUTAGE_GAP_MIN_MS + rng.gen_range(0..30 * MINUTE);
     }
     out
+}
+
+/// Faults of one node at a time (partitions, crashes), every 10–40 minutes, lasting a
+/// length drawn from `len`.
+fn node_faults(rng: &mut SmallRng, faulty_ms: u64, len: std::ops::Range<u64>) -> Vec<NodeFault> {
+    spaced(rng, faulty_ms, (10 * MINUTE, 40 * MINUTE), |rng, from| {
+        NodeFault {
+            site: rng.gen_range(0..SITES.len()),
+            window: Window {
+                from,
+                to: from + rng.gen_range(len.clone()),
+            },
+        }
+    })
 }
 
 /// Faults at random gaps drawn from `gap` (milliseconds), each made by `make`.
