@@ -90,6 +90,14 @@ pub struct LeaderKill {
     pub down_ms: u64,
 }
 
+/// Kill the leader in the very step in which it delivers notification number `delivery`
+/// (counting from 1 across the run): after the send, before its outcome can commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryKill {
+    pub delivery: u64,
+    pub down_ms: u64,
+}
+
 /// A site's wall clock: `offset_ms` off and running `ppm` parts per million fast or slow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drift {
@@ -118,6 +126,7 @@ pub struct Schedule {
     pub partitions: Vec<NodeFault>,
     pub crashes: Vec<NodeFault>,
     pub leader_kills: Vec<LeaderKill>,
+    pub delivery_kills: Vec<DeliveryKill>,
     pub drift: Vec<Drift>,
     pub net: Net,
 }
@@ -156,6 +165,16 @@ impl Schedule {
                 down_ms: rng.gen_range(2_000..40_000),
             },
         );
+        // About two per simulated hour, among the first ~20 deliveries of each hour.
+        let hours = faulty_ms.div_ceil(3_600_000).max(1);
+        let mut delivery_kills: Vec<DeliveryKill> = (0..2 * hours)
+            .map(|_| DeliveryKill {
+                delivery: rng.gen_range(1..=20 * hours),
+                down_ms: rng.gen_range(2_000..20_000),
+            })
+            .collect();
+        delivery_kills.sort_by_key(|k| k.delivery);
+        delivery_kills.dedup_by_key(|k| k.delivery);
         let drift = SITES
             .iter()
             .map(|_| Drift {
@@ -176,6 +195,7 @@ impl Schedule {
             partitions,
             crashes,
             leader_kills,
+            delivery_kills,
             drift,
             net,
         };

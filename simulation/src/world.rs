@@ -466,6 +466,10 @@ struct Driver {
     leader_changes: u64,
     catalog_applied_ms: Option<u64>,
     deliveries_seen: usize,
+    /// The node that made each delivery, in order.
+    delivered_by: Vec<u64>,
+    /// The last delivery ordinal a scheduled kill was handled for.
+    delivery_kills_done: u64,
 }
 
 impl Driver {
@@ -522,6 +526,8 @@ impl Driver {
             leader_changes: 0,
             catalog_applied_ms: None,
             deliveries_seen: 0,
+            delivered_by: Vec::new(),
+            delivery_kills_done: 0,
         }
     }
 
@@ -538,6 +544,7 @@ impl Driver {
                 .map_err(|e| anyhow::anyhow!("simulation failed at {}: {e}", fmt_ms(now)))?;
             let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.observe(now, now >= next_checkpoint);
+            self.kill_mid_delivery(sim, now);
             if now >= next_checkpoint {
                 next_checkpoint += CHECKPOINT_MS;
             }
@@ -614,6 +621,40 @@ impl Driver {
                     .or_default()
                     .push(Action::Restart(site));
             }
+        }
+    }
+
+    /// Kills a node in the step in which it made a scheduled delivery. Its outcome cannot
+    /// have committed yet (followers receive the append in a later step), so the next
+    /// leader finds the intent unsettled and sends it again.
+    fn kill_mid_delivery(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
+        let due: Vec<(u64, u64)> = self
+            .schedule
+            .delivery_kills
+            .iter()
+            .filter(|k| {
+                k.delivery > self.delivery_kills_done && k.delivery <= self.deliveries_seen as u64
+            })
+            .map(|k| (k.delivery, k.down_ms))
+            .collect();
+        for (delivery, down_ms) in due {
+            self.delivery_kills_done = delivery;
+            let node = self
+                .delivered_by
+                .get(usize::try_from(delivery - 1).unwrap_or(usize::MAX))
+                .copied();
+            let Some(site) = node.and_then(|n| usize::try_from(n.checked_sub(1)?).ok()) else {
+                continue;
+            };
+            if !self.running[site] {
+                continue;
+            }
+            self.crash(sim, now, site, &format!("kill after delivery {delivery}"));
+            self.crash_depth[site] += 1;
+            self.actions
+                .entry(now + down_ms)
+                .or_default()
+                .push(Action::Restart(site));
         }
     }
 
@@ -760,6 +801,7 @@ impl Driver {
             Err(_) => Vec::new(),
         };
         self.deliveries_seen += deliveries.len();
+        self.delivered_by.extend(deliveries.iter().map(|d| d.node));
         for d in deliveries {
             self.trace.push(
                 d.ms,
