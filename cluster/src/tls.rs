@@ -152,6 +152,17 @@ impl TlsMaterial {
         Ok(material)
     }
 
+    /// The cluster's identity: SHA-256 of the (first) CA certificate, lower-case hex. Every
+    /// node of one cluster has the same; a new `certs init` makes a new one.
+    pub fn ca_fingerprint(&self) -> String {
+        let der = self.ca.first().map_or(&[][..], |c| c.as_ref());
+        ring::digest::digest(&ring::digest::SHA256, der)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// The node id our own certificate names.
     ///
     /// # Errors

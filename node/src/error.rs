@@ -63,6 +63,8 @@ pub enum StartError {
     },
     #[error("starting raft failed: {0}")]
     Raft(String),
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
 }
 
 /// Writing a command through raft failed.

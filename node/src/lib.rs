@@ -18,6 +18,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod demo;
 pub mod demo_target;
 pub mod duration;

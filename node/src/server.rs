@@ -108,6 +108,7 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
     }
     let token = read_token(&cfg.token_file)?;
 
+    crate::data_dir::claim(&cfg.data_dir, &tls.ca_fingerprint(), &cfg.tls.ca)?;
     let raft_dir = cfg.data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir).map_err(|e| StartError::Storage {
         path: raft_dir.clone(),

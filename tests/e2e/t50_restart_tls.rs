@@ -1,12 +1,13 @@
 //! Durability and identity: a node killed with SIGKILL comes back from its sled files and
-//! catches up; a node whose certificate comes from another CA cannot join.
+//! catches up; a node whose certificate comes from another CA cannot join; a data
+//! directory from another cluster is refused at start.
 
 use std::fs;
 use std::time::Duration;
 
 use crate::harness::{
-    hold_for, ChecksFile, ClusterView, Receiver, Target, World, WorldOptions, CHECKS_OK_TIMEOUT,
-    FORM_TIMEOUT,
+    hold_for, run_cli, ChecksFile, ClusterView, Receiver, Target, World, WorldOptions,
+    CHECKS_OK_TIMEOUT, FORM_TIMEOUT,
 };
 
 /// A restarted node must rejoin and catch up within this. It takes well under a second: the
@@ -267,6 +268,48 @@ fn node_with_certificate_from_another_ca_cannot_join() {
             before.term, after.term, before.node_id, after.node_id
         );
     }
+}
+
+#[test]
+fn data_directory_of_another_cluster_is_refused_at_start() {
+    let world = World::three_nodes(&WorldOptions::default());
+    world.wait_formed(FORM_TIMEOUT);
+    let node = world.node(3);
+    world.kill9(3);
+
+    info!("node 3's data directory, with certificates from a new `certs init` (another CA)");
+    let root = world.root();
+    run_cli(
+        root,
+        ["certs", "init", "--dir", "other-cluster", "--nodes", "3"],
+        &[],
+    )
+    .expect_success();
+    let config = fs::read_to_string(&node.config_path).expect("read node 3's config");
+    let moved = config.replace("../certs/", "../other-cluster/");
+    assert_ne!(
+        moved, config,
+        "node 3's config names no ../certs/ path:\n{config}"
+    );
+    let other_config = node.config_path.with_file_name("node-other-ca.toml");
+    fs::write(&other_config, moved).expect("write the config");
+    let config_arg = other_config.to_string_lossy().into_owned();
+    let out = run_cli(root, ["run", "--config", &config_arg], &[]);
+    assert!(
+        !out.success(),
+        "node 3 started on another cluster's data: {}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("belongs to the cluster whose CA")
+            && out.stderr.contains(&node.data_dir.display().to_string()),
+        "the refusal does not name the data directory and the CA mismatch: {}",
+        out.describe()
+    );
+
+    info!("with its own certificates it starts again and catches up");
+    world.restart(3);
+    world.wait_caught_up(3, REJOIN_TIMEOUT);
 }
 
 /// Waits until node `id` answers `cluster status`, whatever it says.
