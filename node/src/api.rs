@@ -39,6 +39,8 @@ pub struct ApiState {
     pub writer: Writer,
     pub token: String,
     pub metrics: Option<PrometheusHandle>,
+    /// The node's data directory, whose size `/metrics` reports.
+    pub data_dir: std::path::PathBuf,
     /// Set by `consentry demo`: lets the dashboard break and heal the demo target.
     pub demo: Option<DemoTarget>,
 }
@@ -137,6 +139,11 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
             ::metrics::gauge!(metrics::CHECKS).set(checks as f64);
             ::metrics::gauge!(metrics::INCIDENTS_OPEN).set(open as f64);
         }
+    }
+    let dir = s.data_dir.clone();
+    if let Ok(bytes) = tokio::task::spawn_blocking(move || crate::data_dir::size(&dir)).await {
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(metrics::DATA_DIR_BYTES).set(bytes as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

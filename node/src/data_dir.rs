@@ -83,6 +83,37 @@ pub fn claim(dir: &Path, expected: &str, ca: &Path) -> Result<(), DataDirError> 
     }
 }
 
+/// Files counted at most by [`size`]; a data directory holds a few dozen.
+pub const SIZE_FILES_MAX: usize = 100_000;
+
+/// Bytes of the regular files under `dir` (not following links), counting at most
+/// [`SIZE_FILES_MAX`] entries; unreadable entries count as 0.
+pub fn size(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut seen = 0usize;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > SIZE_FILES_MAX {
+                return total;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +140,18 @@ mod tests {
             text.contains(&data.display().to_string()) && text.contains("ca.pem"),
             "{text}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn size_counts_nested_files_and_nothing_else() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("a"), [0u8; 100])?;
+        std::fs::create_dir_all(dir.path().join("raft/db"))?;
+        std::fs::write(dir.path().join("raft/db/b"), [0u8; 23])?;
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link"))?;
+        assert_eq!(size(dir.path()), 123);
+        assert_eq!(size(&dir.path().join("missing")), 0);
         Ok(())
     }
 

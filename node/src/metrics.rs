@@ -12,6 +12,7 @@ pub const RAFT_APPLIED_INDEX: &str = "consentry_raft_applied_index";
 pub const RAFT_IS_LEADER: &str = "consentry_raft_is_leader";
 pub const CHECKS: &str = "consentry_checks";
 pub const INCIDENTS_OPEN: &str = "consentry_incidents_open";
+pub const DATA_DIR_BYTES: &str = "consentry_data_dir_bytes";
 
 /// Registers descriptions once per process.
 pub fn describe() {
@@ -46,4 +47,9 @@ pub fn describe() {
     describe_gauge!(RAFT_IS_LEADER, "1 when this node is the raft leader.");
     describe_gauge!(CHECKS, "Checks in the applied catalog.");
     describe_gauge!(INCIDENTS_OPEN, "Incidents currently open.");
+    describe_gauge!(
+        DATA_DIR_BYTES,
+        Unit::Bytes,
+        "Bytes of files under this node's data_dir (raft log, snapshots), read at scrape."
+    );
 }

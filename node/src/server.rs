@@ -202,6 +202,7 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         writer,
         token,
         metrics: seams.metrics,
+        data_dir: cfg.data_dir.clone(),
         demo: seams.demo,
     }));
     let api_cancel = node.cancel.clone();

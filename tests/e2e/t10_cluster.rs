@@ -138,6 +138,12 @@ fn cluster_forms_and_checks_run_from_probing_sites() {
         metrics.lines().any(|l| l.starts_with("consentry_")),
         "no consentry_ sample in /metrics:\n{metrics}"
     );
+    let disk: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("consentry_data_dir_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no consentry_data_dir_bytes sample in /metrics:\n{metrics}"));
+    assert!(disk > 0.0, "node 1's data_dir is reported empty: {disk}");
 
     info!("the same reads without --json print tables");
     let api = world.api(world.reader());
