@@ -1,9 +1,15 @@
 //! Durability and identity: a node killed with SIGKILL comes back from its sled files and
-//! catches up; a node whose certificate comes from another CA cannot join; a data
-//! directory from another cluster is refused at start.
+//! catches up; SIGKILL at any moment during writes loses no acknowledged write; a node
+//! whose certificate comes from another CA cannot join; a data directory from another
+//! cluster is refused at start.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::harness::{
     hold_for, run_cli, ChecksFile, ClusterView, Receiver, Target, World, WorldOptions,
@@ -266,6 +272,136 @@ fn node_with_certificate_from_another_ca_cannot_join() {
         info!(
             "note: term moved from {} to {} during the watch (leader {} -> {})",
             before.term, after.term, before.node_id, after.node_id
+        );
+    }
+}
+
+/// Kill rounds in the crash-during-writes test; each kills one node (leader and follower
+/// by turns) at a different moment of a stream of writes.
+const CRASH_ROUNDS: u64 = 6;
+/// Pause between two writes: about 20 writes a second, well under the 1000-silence cap.
+const WRITE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Writes silences through every node in turn until `stop`, recording each write the API
+/// acknowledged (201: committed by a quorum and applied on the leader) as id -> reason.
+fn write_silences(
+    apis: Vec<String>,
+    token: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeMap<u64, String>>>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("writer runtime");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("writer client");
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let api = &apis[usize::try_from(n).unwrap_or(0) % apis.len()];
+        let reason = format!("crash-write-{n}");
+        let body = serde_json::json!({ "match": "no-such-check", "for": "2h", "reason": reason });
+        let answer = rt.block_on(async {
+            let response = client
+                .post(format!("{api}/api/v1/silences"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            if response.status().as_u16() != 201 {
+                return None;
+            }
+            response.json::<Value>().await.ok()
+        });
+        if let Some(id) = answer.and_then(|v| v["id"].as_u64()) {
+            acked.lock().expect("acked lock").insert(id, reason);
+        }
+        std::thread::sleep(WRITE_PAUSE);
+    }
+}
+
+#[test]
+fn kill9_during_writes_loses_no_acknowledged_write() {
+    let world = World::three_nodes(&WorldOptions::default());
+    world.wait_formed(FORM_TIMEOUT);
+
+    info!("a writer adds silences through every node in turn while nodes are killed with SIGKILL");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let writer = {
+        let apis: Vec<String> = (1..=3).map(|id| world.api(id)).collect();
+        let (token, stop, acked) = (world.token().to_owned(), stop.clone(), acked.clone());
+        std::thread::spawn(move || write_silences(apis, token, stop, acked))
+    };
+    for round in 0..CRASH_ROUNDS {
+        // Different moments of the stream: 150 ms to 900 ms after the last rejoin.
+        std::thread::sleep(Duration::from_millis(150 + round * 150));
+        let leader = world.leader();
+        let victim = if round % 2 == 0 {
+            leader
+        } else {
+            (1..=3).find(|id| *id != leader).unwrap_or(1)
+        };
+        let before = acked.lock().expect("acked lock").len();
+        info!("round {round}: SIGKILL node {victim} (leader: {leader}) after {before} acknowledged writes");
+        world.kill9(victim);
+        std::thread::sleep(Duration::from_millis(700));
+        world.restart(victim);
+        world.wait_caught_up(victim, REJOIN_TIMEOUT);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer thread panicked");
+    let acked = acked.lock().expect("acked lock").clone();
+    assert!(
+        acked.len() >= 20,
+        "only {} writes were acknowledged: the test proves little",
+        acked.len()
+    );
+
+    info!(
+        "every node, each killed at least once, holds all {} acknowledged writes",
+        acked.len()
+    );
+    for id in 1..=3 {
+        world.wait(
+            &format!("node {id} to hold every acknowledged silence"),
+            REJOIN_TIMEOUT,
+            || {
+                let (code, body) = world.http_get(&format!("{}/api/v1/silences", world.api(id)))?;
+                if code != 200 {
+                    return Err(format!("{code} {body}"));
+                }
+                let view: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                let held: BTreeMap<u64, String> = view["silences"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|s| {
+                                Some((s["id"].as_u64()?, s["reason"].as_str()?.to_owned()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let missing: Vec<(&u64, &String)> = acked
+                    .iter()
+                    .filter(|(sid, reason)| held.get(sid) != Some(reason))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} acknowledged writes missing or changed, first: {:?}",
+                        missing.len(),
+                        &missing[..missing.len().min(5)]
+                    ))
+                }
+            },
         );
     }
 }
