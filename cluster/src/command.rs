@@ -39,6 +39,9 @@ pub enum Command {
         at_ms: u64,
         error: Option<String>,
     },
+    /// Restore a backup into a fresh cluster (`consentry snapshot restore`); refused by a
+    /// cluster that already has a catalog, silences or incidents. Kept last, as above.
+    Restore(Box<crate::backup::Backup>),
 }
 
 /// The state machine's answer to a command.

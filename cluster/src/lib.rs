@@ -5,6 +5,7 @@
 //! machine that runs the decision rule, opens and closes incidents, and records the
 //! notification intents that only the leader executes.
 
+pub mod backup;
 pub mod command;
 pub mod model;
 pub mod types;

@@ -186,6 +186,7 @@ impl ClusterState {
                 };
                 self.apply_attempt(index, *intent_id, &record)
             }
+            Command::Restore(backup) => self.restore(index, backup),
         }
     }
 
@@ -411,7 +412,7 @@ impl ClusterState {
 
     /// Recomputes which active silence holds each check (at ticks, silence and catalog
     /// changes). Cheap when no silence is active, which is the usual case.
-    fn refresh_silenced(&mut self) {
+    pub(crate) fn refresh_silenced(&mut self) {
         let now = self.wall_ms;
         let active: Vec<&Silence> = self
             .silences
@@ -525,7 +526,7 @@ impl ClusterState {
         self.last_index = index;
     }
 
-    fn apply_catalog(&mut self, index: u64, catalog: &Catalog) -> CommandResponse {
+    pub(crate) fn apply_catalog(&mut self, index: u64, catalog: &Catalog) -> CommandResponse {
         let mut names = BTreeSet::new();
         for c in &catalog.checks {
             if !names.insert(c.name.as_str()) {
@@ -1472,6 +1473,73 @@ mod tests {
 
     const C: Status = Status::Critical;
     const O: Status = Status::Ok;
+
+    #[test]
+    fn a_backup_restores_into_a_fresh_cluster_only() {
+        let mut old = World::new();
+        old.round(O, O);
+        // One closed incident, then one still open when the backup is taken.
+        for _ in 0..2 {
+            old.round(C, C);
+        }
+        old.round(O, O);
+        old.round(O, O);
+        for _ in 0..2 {
+            old.round(C, C);
+        }
+        assert_eq!(old.silence("web*", 0, 3_600), CommandResponse::Created(1));
+        assert_eq!(
+            (old.st.incidents.len(), old.st.open_incidents().count()),
+            (2, 1)
+        );
+        let backup = old.st.backup();
+
+        // Through the codec, as it travels in the raft log.
+        let cmd = Command::Restore(Box::new(backup.clone()));
+        let bytes = crate::codec::encode(&cmd).unwrap();
+        assert_eq!(crate::codec::decode::<Command>(&bytes).unwrap(), cmd);
+
+        let mut fresh = World {
+            st: ClusterState {
+                members: old.st.members.clone(),
+                ..ClusterState::default()
+            },
+            index: 0,
+            wall_ms: WALL_START_MS,
+        };
+        fresh.tick();
+        assert_eq!(fresh.cmd(cmd.clone()), CommandResponse::Ok);
+        assert_eq!(fresh.st.catalog, old.st.catalog);
+        assert_eq!(fresh.st.silences, old.st.silences);
+        assert_eq!(fresh.st.incidents.len(), 2);
+        assert_eq!(
+            fresh.st.open_incidents().count(),
+            0,
+            "restored open incidents are closed"
+        );
+        let reopened = &fresh.st.incidents[&2];
+        assert_eq!(
+            reopened.close_note.as_deref(),
+            Some(crate::backup::RESTORE_CLOSE_NOTE)
+        );
+        assert!(fresh.st.intents.is_empty(), "nothing is re-sent");
+        assert!(fresh.st.checks.contains_key("web"));
+
+        // The restored cluster judges afresh: a new outage gets a new id.
+        for _ in 0..3 {
+            fresh.round(C, C);
+        }
+        let open: Vec<u64> = fresh.st.open_incidents().map(|i| i.id).collect();
+        assert_eq!(open, vec![3]);
+
+        // A second restore, or one into a cluster with a catalog, is refused.
+        assert!(matches!(
+            fresh.cmd(cmd.clone()),
+            CommandResponse::Rejected(_)
+        ));
+        let mut configured = World::new();
+        assert!(matches!(configured.cmd(cmd), CommandResponse::Rejected(_)));
+    }
 
     impl World {
         fn silence(&mut self, matcher: &str, start_s: u64, end_s: u64) -> CommandResponse {

@@ -24,6 +24,7 @@ use crate::checks_file::{self, CHECKS_FILE_BYTES_MAX};
 use crate::demo_target::DemoTarget;
 use crate::error::WriteError;
 use crate::metrics;
+use crate::snapshot_file::{self, SnapshotFile, SNAPSHOT_BYTES_MAX};
 use crate::views;
 use crate::wall_time;
 use crate::writer::Writer;
@@ -39,6 +40,8 @@ pub struct ApiState {
     pub writer: Writer,
     pub token: String,
     pub metrics: Option<PrometheusHandle>,
+    /// SHA-256 of the cluster CA: names the cluster in snapshots.
+    pub cluster_ca_sha256: String,
     /// The node's data directory, whose size `/metrics` reports.
     pub data_dir: std::path::PathBuf,
     /// Set by `consentry demo`: lets the dashboard break and heal the demo target.
@@ -61,6 +64,11 @@ pub fn router(s: Arc<ApiState>) -> Router {
         .route(
             "/api/v1/checks",
             get(checks).put(apply_checks).post(apply_checks),
+        )
+        .route("/api/v1/snapshot", get(snapshot_save))
+        .route(
+            "/api/v1/snapshot/restore",
+            post(snapshot_restore).layer(DefaultBodyLimit::max(SNAPSHOT_BYTES_MAX)),
         )
         .route("/api/v1/demo", get(demo_state))
         .route("/api/v1/demo/break", post(demo_break))
@@ -297,6 +305,74 @@ fn unauthorized() -> Response {
         "a valid bearer token is required (Authorization: Bearer <contents of api.token>)",
         json!(null),
     )
+}
+
+/// `GET /api/v1/snapshot` (token required: it holds the catalog's secrets): this node's
+/// applied catalog, silences and incident history as a snapshot file.
+async fn snapshot_save(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let file = s.state.read(|st| SnapshotFile {
+        cluster_ca_sha256: s.cluster_ca_sha256.clone(),
+        node_id: s.node_id,
+        applied_index: st.last_index,
+        taken_at_ms: st.wall_ms,
+        backup: st.backup(),
+    });
+    match snapshot_file::encode(&file) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "snapshot_too_large",
+            e.to_string(),
+            json!(null),
+        ),
+    }
+}
+
+/// `POST /api/v1/snapshot/restore` (token required): restores a snapshot file into this
+/// cluster through raft; refused unless the cluster is fresh (no catalog, silence or
+/// incident).
+async fn snapshot_restore(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let file = match snapshot_file::decode(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_snapshot",
+                e.to_string(),
+                json!(null),
+            )
+        }
+    };
+    let summary = json!({
+        "checks": file.backup.catalog.checks.len(),
+        "notifiers": file.backup.catalog.notifiers.len(),
+        "silences": file.backup.silences.len(),
+        "incidents": file.backup.incidents.len(),
+        "from_cluster_ca_sha256": file.cluster_ca_sha256,
+        "from_node": file.node_id,
+        "from_applied_index": file.applied_index,
+    });
+    match s
+        .writer
+        .write(Command::Restore(Box::new(file.backup)))
+        .await
+    {
+        Ok(_) => Json(json!({ "restored": summary })).into_response(),
+        Err(WriteError::Rejected(why)) => {
+            error(StatusCode::CONFLICT, "not_fresh", why, json!(null))
+        }
+        Err(e) => write_failed(e),
+    }
 }
 
 fn write_failed(e: WriteError) -> Response {

@@ -74,6 +74,9 @@ enum Command {
     /// Read and operate the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Back up the catalog, silences and incident history; restore them into a new cluster.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Benchmarks: print figures and a ratio against a peer run beside them.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -165,6 +168,24 @@ enum SilenceCommand {
     /// Remove a silence: held incidents that are still open notify at the next tick.
     Remove {
         id: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Write the node's applied catalog, silences and incident history to FILE (mode 0600:
+    /// it holds the catalog's secrets). Needs the token.
+    Save {
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Restore FILE into a fresh cluster (no catalog, silence or incident yet). Open
+    /// incidents come back closed; the new cluster judges every check afresh.
+    Restore {
+        file: PathBuf,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -374,6 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_or(&api, &v, print_incidents)
         }
         Command::Silence(command) => silence(command).await,
+        Command::Snapshot(command) => snapshot(command).await,
         Command::Cluster(ClusterCommand::Status { api }) => {
             let v = api.client()?.get("/api/v1/cluster").await?;
             print_or(&api, &v, print_cluster)
@@ -504,6 +526,104 @@ fn timeline_detail(detail: &Value) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+async fn snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
+    use crate::snapshot_file::{self, SNAPSHOT_BYTES_MAX};
+    match command {
+        SnapshotCommand::Save { file, api } => {
+            let bytes = api
+                .client()?
+                .download("/api/v1/snapshot", SNAPSHOT_BYTES_MAX)
+                .await?;
+            let snapshot = snapshot_file::decode(&bytes)
+                .context("the node answered something that is not a snapshot")?;
+            write_private(&file, &bytes)?;
+            let b = &snapshot.backup;
+            if api.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "file": file.display().to_string(),
+                        "bytes": bytes.len(),
+                        "node": snapshot.node_id,
+                        "applied_index": snapshot.applied_index,
+                        "checks": b.catalog.checks.len(),
+                        "silences": b.silences.len(),
+                        "incidents": b.incidents.len(),
+                    })
+                );
+            } else {
+                println!(
+                    "saved {} ({} bytes): {} checks, {} notifiers, {} silences, {} incidents, from node {} at index {}",
+                    file.display(),
+                    bytes.len(),
+                    b.catalog.checks.len(),
+                    b.catalog.notifiers.len(),
+                    b.silences.len(),
+                    b.incidents.len(),
+                    snapshot.node_id,
+                    snapshot.applied_index
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SnapshotCommand::Restore { file, api } => {
+            let meta =
+                std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+            if meta.len() > SNAPSHOT_BYTES_MAX as u64 {
+                anyhow::bail!(
+                    "{} is {} bytes; a snapshot is at most {SNAPSHOT_BYTES_MAX}",
+                    file.display(),
+                    meta.len()
+                );
+            }
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            snapshot_file::decode(&bytes).with_context(|| format!("{}", file.display()))?;
+            let v = api
+                .client()?
+                .post_bytes("/api/v1/snapshot/restore", bytes)
+                .await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let r = &v["restored"];
+                println!(
+                    "restored {}: {} checks, {} notifiers, {} silences, {} incidents",
+                    file.display(),
+                    r["checks"],
+                    r["notifiers"],
+                    r["silences"],
+                    r["incidents"]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes `bytes` to `path` with mode 0600, whole or not at all (a temporary file beside it,
+/// then a rename).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
 }
 
 async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {

@@ -78,6 +78,55 @@ impl ApiClient {
         self.send_authorized(request).await
     }
 
+    /// GETs raw bytes with the bearer token (a snapshot), at most `limit` of them.
+    ///
+    /// # Errors
+    /// As [`ApiClient::put`], and when the answer is larger than `limit`.
+    pub async fn download(&self, path: &str, limit: usize) -> anyhow::Result<Vec<u8>> {
+        let Some(token) = &self.token else {
+            bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");
+        };
+        let mut resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
+                    self.base
+                )
+            })?;
+        if !resp.status().is_success() {
+            return Err(Self::json(resp)
+                .await
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the API answered an error without a body")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if body.len() + chunk.len() > limit {
+                bail!("the answer is larger than {limit} bytes");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// POSTs raw bytes with the bearer token.
+    ///
+    /// # Errors
+    /// As [`ApiClient::put`].
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.send_authorized(request).await
+    }
+
     async fn send_authorized(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let Some(token) = &self.token else {
             bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");

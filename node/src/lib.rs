@@ -32,6 +32,7 @@ pub mod position;
 pub mod probe;
 pub mod schedule;
 pub mod server;
+pub mod snapshot_file;
 pub mod views;
 pub mod wall_time;
 pub mod writer;

@@ -108,7 +108,8 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
     }
     let token = read_token(&cfg.token_file)?;
 
-    crate::data_dir::claim(&cfg.data_dir, &tls.ca_fingerprint(), &cfg.tls.ca)?;
+    let ca_sha256 = tls.ca_fingerprint();
+    crate::data_dir::claim(&cfg.data_dir, &ca_sha256, &cfg.tls.ca)?;
     let raft_dir = cfg.data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir).map_err(|e| StartError::Storage {
         path: raft_dir.clone(),
@@ -203,6 +204,7 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         token,
         metrics: seams.metrics,
         data_dir: cfg.data_dir.clone(),
+        cluster_ca_sha256: ca_sha256,
         demo: seams.demo,
     }));
     let api_cancel = node.cancel.clone();

@@ -31,6 +31,7 @@ mod t20_incident;
 mod t30_path;
 mod t40_failover;
 mod t50_restart_tls;
+mod t55_snapshot;
 mod t60_bad_input;
 mod t70_probes_real;
 mod t75_conformance;
