@@ -163,6 +163,48 @@ impl TlsMaterial {
             .collect()
     }
 
+    /// Checks that our own certificate chains to our CA for our node name, as a peer's
+    /// handshake will check it (used before a reloaded certificate replaces a working one).
+    ///
+    /// # Errors
+    /// [`TlsError::Config`] with rustls' reason (unknown issuer, bad signature, wrong name,
+    /// expired).
+    pub fn verify_own_chain(&self) -> Result<(), TlsError> {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            self.roots("client")?,
+            provider,
+        )
+        .build()
+        .map_err(|e| self.config_error("client", &e))?;
+        let leaf = self.chain.first().ok_or_else(|| TlsError::Config {
+            side: "client",
+            origin: self.origin.clone(),
+            reason: "no certificate".into(),
+        })?;
+        let id = self.node_id()?;
+        let name = rustls::pki_types::ServerName::try_from(node_server_name(id))
+            .map_err(|e| self.config_error("client", &e))?;
+        verifier
+            .verify_server_cert(
+                leaf,
+                &self.chain[1..],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.config_error("client", &e))
+    }
+
+    /// SHA-256 of our own certificate, lower-case hex (logged when it is loaded, so an
+    /// operator can tell which certificate a node presents).
+    pub fn cert_fingerprint(&self) -> String {
+        let der = self.chain.first().map_or(&[][..], |c| c.as_ref());
+        hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref())
+    }
+
     /// The node id our own certificate names.
     ///
     /// # Errors
@@ -321,6 +363,90 @@ pub fn generate(dir: &Path, nodes: &[NodeId], agents: &[String]) -> Result<(), T
     write_secret(&ca_key_path, ca_key_pem.as_bytes(), true)
 }
 
+/// Issues new certificates from the CA that `generate` wrote into `dir` (`ca.pem` and
+/// `ca.key`): for new members, or to rotate existing ones (their files are replaced; a
+/// running node picks them up on SIGHUP). Returns the certificate files written.
+///
+/// # Errors
+/// `ReadFile`/`ParsePem` when the CA files are missing or unreadable, `Generate` when the
+/// CA key does not match what the CA certificate needs, and the name and write errors of
+/// [`generate`].
+pub fn issue(dir: &Path, nodes: &[NodeId], agents: &[String]) -> Result<Vec<PathBuf>, TlsError> {
+    if nodes.is_empty() && agents.is_empty() {
+        return Err(TlsError::NoNodes);
+    }
+    if nodes.is_empty() {
+        agents.iter().try_for_each(|a| validate_agent_name(a))?;
+    } else {
+        validate_names(nodes, agents)?;
+    }
+    let ca_path = dir.join(CA_CERT_FILE);
+    let key_path = dir.join(CA_KEY_FILE);
+    let ca_pem = read_pem_file(&ca_path)?;
+    let key_pem = String::from_utf8(read_pem_file(&key_path)?).map_err(|_| TlsError::ParsePem {
+        path: key_path.clone(),
+        reason: "not UTF-8 PEM".into(),
+    })?;
+    let ca_key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::ParsePem {
+        path: key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let ca_der = parse_certs(&ca_path, &ca_pem)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| TlsError::ParsePem {
+            path: ca_path.clone(),
+            reason: "no certificate".into(),
+        })?;
+    let (_, ca_cert) =
+        x509_parser::parse_x509_certificate(ca_der.as_ref()).map_err(|e| TlsError::ParsePem {
+            path: ca_path.clone(),
+            reason: e.to_string(),
+        })?;
+    if ca_cert.public_key().subject_public_key.data.as_ref() != ca_key.public_key_raw() {
+        return Err(TlsError::ParsePem {
+            path: key_path,
+            reason: format!("this key is not the key of {}", ca_path.display()),
+        });
+    }
+    let ca_name = ca_cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or_else(|| TlsError::ParsePem {
+            path: ca_path.clone(),
+            reason: "the CA certificate has no common name".into(),
+        })?
+        .to_string();
+    // The issuer as `generate` made it: same name, same key, so new certificates chain to
+    // the CA every node already trusts.
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name.as_str());
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut written = Vec::new();
+    for id in nodes {
+        let stem = format!("{NODE_PREFIX}{id}");
+        write_leaf(dir, &stem, &issuer)?;
+        written.push(dir.join(format!("{stem}.pem")));
+    }
+    for agent in agents {
+        let stem = format!("{AGENT_PREFIX}{agent}");
+        write_leaf(dir, &stem, &issuer)?;
+        written.push(dir.join(format!("{stem}.pem")));
+    }
+    Ok(written)
+}
+
 /// The node id a certificate names: its one DNS name of the form `node-<id>.consentry`.
 ///
 /// Other DNS names are ignored; an id with a sign or leading zeros is not a node name.
@@ -459,11 +585,18 @@ fn write_leaf(dir: &Path, stem: &str, issuer: &Issuer<'_, KeyPair>) -> Result<()
     )
 }
 
+/// Writes a certificate whole or not at all (a temporary file, then a rename), so a node
+/// reloading on SIGHUP never reads half of one.
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    fs::write(path, bytes).map_err(|source| TlsError::WriteFile {
+    let write_error = |source| TlsError::WriteFile {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes).map_err(write_error)?;
+    fs::rename(&tmp, path).map_err(write_error)
 }
 
 /// Writes a file only its owner can read. With `create_new`, an existing file is an error
@@ -633,6 +766,74 @@ pub(crate) mod tests {
         // Both configs build from every identity (agents included).
         material(dir.path(), "agent-web1").server_config().unwrap();
         material(dir.path(), "node-1").client_config().unwrap();
+    }
+
+    /// Verifies `stem`'s certificate as a server certificate for its own name, against the
+    /// CA in `dir`, as a peer's handshake does.
+    fn chains_to_ca(dir: &Path, stem: &str) -> Result<(), rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        let ca = fs::read(dir.join(CA_CERT_FILE)).unwrap();
+        roots.add(parse_certs(dir, &ca).unwrap().remove(0)).unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let leaf = CertificateDer::from(leaf_der(dir, stem));
+        let name = rustls::pki_types::ServerName::try_from(format!("{stem}{NAME_SUFFIX}")).unwrap();
+        use rustls::client::danger::ServerCertVerifier as _;
+        verifier
+            .verify_server_cert(
+                &leaf,
+                &[],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                    1_800_000_000,
+                )),
+            )
+            .map(|_| ())
+    }
+
+    #[test]
+    fn tls_issue_adds_and_rotates_certificates_of_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), &[1, 2], &[]).unwrap();
+        let before = leaf_der(dir.path(), "node-2");
+        let written = issue(dir.path(), &[2, 4], &["web1".to_string()]).unwrap();
+        assert_eq!(written.len(), 3);
+        assert_ne!(leaf_der(dir.path(), "node-2"), before, "node 2 was rotated");
+        for stem in ["node-1", "node-2", "node-4", "agent-web1"] {
+            chains_to_ca(dir.path(), stem).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        }
+        assert_eq!(material(dir.path(), "node-4").node_id().unwrap(), 4);
+        assert_eq!(
+            material(dir.path(), "node-4").ca_fingerprint(),
+            material(dir.path(), "node-1").ca_fingerprint()
+        );
+
+        // Another CA's key cannot issue for this CA.
+        let other = tempfile::tempdir().unwrap();
+        generate(other.path(), &[1], &[]).unwrap();
+        fs::copy(other.path().join(CA_KEY_FILE), dir.path().join(CA_KEY_FILE)).unwrap();
+        let err = issue(dir.path(), &[5], &[]).unwrap_err();
+        assert!(err.to_string().contains("not the key of"), "{err}");
+        assert!(!dir.path().join("node-5.pem").exists());
+        assert!(matches!(
+            issue(dir.path(), &[], &[]),
+            Err(TlsError::NoNodes)
+        ));
+        material(dir.path(), "node-4").verify_own_chain().unwrap();
+        let foreign = TlsMaterial::load(
+            &dir.path().join(CA_CERT_FILE),
+            &other.path().join("node-1.pem"),
+            &other.path().join("node-1.key"),
+        )
+        .unwrap();
+        assert!(
+            foreign.verify_own_chain().is_err(),
+            "a leaf of another CA passed"
+        );
     }
 
     #[test]

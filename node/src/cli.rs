@@ -113,6 +113,18 @@ enum CertsCommand {
         #[arg(long, value_delimiter = ',')]
         agents: Vec<String>,
     },
+    /// Issue certificates from the CA in --dir (ca.pem and ca.key): for new members, or to
+    /// rotate existing ones (their files are replaced; send the node SIGHUP to load them).
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node ids, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<u64>,
+        /// Agent names, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -320,6 +332,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             println!(
                 "keep ca.key offline; copy ca.pem, node-N.pem, node-N.key and api.token to node N"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(CertsCommand::Issue { dir, nodes, agents }) => {
+            let written = consentry_cluster::tls::issue(&dir, &nodes, &agents)?;
+            for path in &written {
+                println!("wrote {} (and its key)", path.display());
+            }
+            println!(
+                "a running node loads a replaced certificate on SIGHUP (systemctl reload consentry)"
             );
             Ok(ExitCode::SUCCESS)
         }

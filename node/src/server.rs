@@ -56,6 +56,7 @@ pub struct RunningNode {
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     endpoint: quinn::Endpoint,
+    dialer: transport::Dialer,
 }
 
 impl RunningNode {
@@ -109,6 +110,7 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
     let token = read_token(&cfg.token_file)?;
 
     let ca_sha256 = tls.ca_fingerprint();
+    let ca_sha256_at_start = ca_sha256.clone();
     crate::data_dir::claim(&cfg.data_dir, &ca_sha256, &cfg.tls.ca)?;
     let raft_dir = cfg.data_dir.join("raft");
     std::fs::create_dir_all(&raft_dir).map_err(|e| StartError::Storage {
@@ -218,9 +220,103 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         }
         .instrument(tracing::Span::current()),
     );
+    node.tasks.spawn(
+        reload_tls_on_sighup(
+            TlsFiles {
+                ca: cfg.tls.ca.clone(),
+                cert: cfg.tls.cert.clone(),
+                key: cfg.tls.key.clone(),
+            },
+            cfg.node_id,
+            ca_sha256_at_start,
+            node.dialer.clone(),
+            node.cancel.clone(),
+        )
+        .instrument(tracing::Span::current()),
+    );
     node.api_addr = Some(api_addr);
     info!(raft = %cfg.listen_raft, api = %api_addr, "node started");
     Ok(node)
+}
+
+/// The node's TLS files, read again on SIGHUP.
+struct TlsFiles {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+/// Reloads the node's certificate and key on SIGHUP (certificate rotation without a
+/// restart): new QUIC connections, dialled or accepted, use them; open connections keep
+/// theirs until they are replaced. A certificate that names another node or chains to
+/// another CA is refused and the node keeps the one it has.
+async fn reload_tls_on_sighup(
+    files: TlsFiles,
+    node_id: u64,
+    ca_sha256: String,
+    dialer: transport::Dialer,
+    cancel: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; certificates reload only on restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match reload_tls(&files, node_id, &ca_sha256, &dialer) {
+            Ok(cert_sha256) => info!(
+                cert = %files.cert.display(),
+                %cert_sha256,
+                "SIGHUP: reloaded the TLS certificate; new connections use it"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: TLS certificate NOT reloaded; the node keeps its current one"
+            ),
+        }
+    }
+}
+
+fn reload_tls(
+    files: &TlsFiles,
+    node_id: u64,
+    started_with: &str,
+    dialer: &transport::Dialer,
+) -> Result<String, String> {
+    let tls = TlsMaterial::load(&files.ca, &files.cert, &files.key).map_err(|e| e.to_string())?;
+    let id = tls.node_id().map_err(|e| e.to_string())?;
+    if id != node_id {
+        return Err(format!(
+            "{} names node {id}, but this is node {node_id}",
+            files.cert.display()
+        ));
+    }
+    if tls.ca_fingerprint() != started_with {
+        return Err(format!(
+            "{} is a different CA (SHA-256 {}) than the node runs with ({started_with}); a new CA \
+             is a new cluster: restart the node to change it",
+            files.ca.display(),
+            tls.ca_fingerprint()
+        ));
+    }
+    tls.verify_own_chain().map_err(|e| {
+        format!(
+            "{} does not chain to {}: {e}",
+            files.cert.display(),
+            files.ca.display()
+        )
+    })?;
+    let (server, client) = transport::endpoint_configs(&tls).map_err(|e| e.to_string())?;
+    dialer.endpoint().set_server_config(Some(server));
+    dialer.set_client_config(client);
+    Ok(tls.cert_fingerprint())
 }
 
 /// What [`assemble`] wires into a node: stores and an endpoint already opened, and the
@@ -278,7 +374,8 @@ where
     }
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let network = QuicNetworkFactory::new(endpoint.clone(), node_id);
+    let dialer = transport::Dialer::new(endpoint.clone());
+    let network = QuicNetworkFactory::new(dialer.clone(), node_id);
     let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -293,7 +390,7 @@ where
 
     initialize(&raft, initial_members).await?;
 
-    let writer = Writer::new(raft.clone(), endpoint.clone(), node_id);
+    let writer = Writer::new(raft.clone(), dialer.clone(), node_id);
     let leader = Arc::new(Leader {
         raft: raft.clone(),
         writer: writer.clone(),
@@ -326,6 +423,7 @@ where
             cancel,
             tasks,
             endpoint,
+            dialer,
         },
         writer,
     ))

@@ -18,15 +18,15 @@ pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
 #[derive(Clone)]
 pub struct Writer {
     raft: Raft,
-    endpoint: quinn::Endpoint,
+    dialer: consentry_cluster::transport::Dialer,
     self_id: u64,
 }
 
 impl Writer {
-    pub fn new(raft: Raft, endpoint: quinn::Endpoint, self_id: u64) -> Self {
+    pub fn new(raft: Raft, dialer: consentry_cluster::transport::Dialer, self_id: u64) -> Self {
         Self {
             raft,
-            endpoint,
+            dialer,
             self_id,
         }
     }
@@ -50,7 +50,7 @@ impl Writer {
                     if let (Some(leader), Some(node)) = (fwd.leader_id, fwd.leader_node) {
                         if leader != self.self_id {
                             match consentry_cluster::transport::forward_client_write(
-                                &self.endpoint,
+                                self.dialer.clone(),
                                 self.self_id,
                                 leader,
                                 &node,

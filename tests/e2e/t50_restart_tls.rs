@@ -448,6 +448,153 @@ fn data_directory_of_another_cluster_is_refused_at_start() {
     world.wait_caught_up(3, REJOIN_TIMEOUT);
 }
 
+#[test]
+fn node_certificate_rotates_on_sighup() {
+    let world = World::three_nodes(&WorldOptions::default());
+    world.wait_formed(FORM_TIMEOUT);
+    let root = world.root();
+    let certs = world
+        .token_file()
+        .parent()
+        .expect("certs dir")
+        .to_path_buf();
+    let certs_arg = certs.to_string_lossy().into_owned();
+    let before = fs::read(certs.join("node-2.pem")).expect("node-2.pem");
+
+    info!("consentry certs issue --nodes 2 replaces node 2's certificate; SIGHUP loads it");
+    run_cli(
+        root,
+        ["certs", "issue", "--dir", &certs_arg, "--nodes", "2"],
+        &[],
+    )
+    .expect_success();
+    assert_ne!(
+        fs::read(certs.join("node-2.pem")).expect("node-2.pem"),
+        before
+    );
+    let offset = world.node(2).log_len();
+    world.node(2).hup();
+    world.wait("node 2 to log the reload", REFUSAL_TIMEOUT, || {
+        let log = world.node(2).log_since(offset);
+        if log.contains("reloaded the TLS certificate") {
+            Ok(())
+        } else {
+            Err(format!("not yet: {}", log.trim()))
+        }
+    });
+
+    info!("a fresh QUIC handshake with node 2 shows the new certificate");
+    let presented = presented_certificate(&world, &certs, 2);
+    let issued = first_der(&fs::read(certs.join("node-2.pem")).expect("node-2.pem"));
+    assert_ne!(
+        issued,
+        first_der(&before),
+        "certs issue wrote the same certificate"
+    );
+    assert_eq!(
+        presented, issued,
+        "node 2 still presents its old certificate after SIGHUP"
+    );
+
+    info!("restart nodes 1 and 3: every connection to and from node 2 is new and must use the new certificate");
+    for id in [1, 3] {
+        world.kill9(id);
+        world.restart(id);
+    }
+    for id in 1..=3 {
+        world.wait_caught_up(id, REJOIN_TIMEOUT);
+    }
+
+    info!("a certificate from another CA is refused on SIGHUP; node 2 keeps the one it has");
+    run_cli(
+        root,
+        ["certs", "init", "--dir", "other-ca", "--nodes", "2"],
+        &[],
+    )
+    .expect_success();
+    for file in ["node-2.pem", "node-2.key"] {
+        fs::copy(root.join("other-ca").join(file), certs.join(file)).expect("copy");
+    }
+    let offset = world.node(2).log_len();
+    world.node(2).hup();
+    world.wait(
+        "node 2 to refuse the foreign certificate",
+        REFUSAL_TIMEOUT,
+        || {
+            let log = world.node(2).log_since(offset);
+            if log.contains("NOT reloaded") && log.contains("does not chain") {
+                Ok(())
+            } else {
+                Err(format!("not yet: {}", log.trim()))
+            }
+        },
+    );
+    world.kill9(1);
+    world.restart(1);
+    world.wait_caught_up(1, REJOIN_TIMEOUT);
+    world.wait_caught_up(2, REJOIN_TIMEOUT);
+}
+
+/// The DER of the first certificate in a PEM file.
+fn first_der(pem: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(pem);
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64_decode(&body)
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in text
+        .bytes()
+        .filter(|b| *b != b'=' && !b.is_ascii_whitespace())
+    {
+        let v = ALPHABET.iter().position(|a| *a == b).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Opens a QUIC connection to node `id` as node 1 (node 1's certificate, the cluster CA)
+/// and returns the certificate node `id` presented.
+fn presented_certificate(world: &World, certs: &std::path::Path, id: u64) -> Vec<u8> {
+    let tls = consentry_cluster::tls::TlsMaterial::load(
+        &certs.join("ca.pem"),
+        &certs.join("node-1.pem"),
+        &certs.join("node-1.key"),
+    )
+    .expect("node 1's TLS material");
+    let addr: std::net::SocketAddr = world.node(id).spec.raft_addr().parse().expect("addr");
+    world.handle().block_on(async {
+        let endpoint =
+            consentry_cluster::transport::endpoint("127.0.0.1:0".parse().expect("addr"), &tls)
+                .expect("client endpoint");
+        let connection = endpoint
+            .connect(addr, &consentry_cluster::tls::node_server_name(id))
+            .expect("connect")
+            .await
+            .expect("handshake with node");
+        let identity = connection.peer_identity().expect("a peer identity");
+        let chain = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .expect("a certificate chain");
+        connection.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        chain[0].to_vec()
+    })
+}
+
 /// Waits until node `id` answers `cluster status`, whatever it says.
 fn wait_answers(world: &World, id: u64) -> ClusterView {
     world.wait(

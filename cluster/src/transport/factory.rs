@@ -10,13 +10,16 @@ use crate::types::{ClusterNode, NodeId, TypeConfig};
 /// [`crate::transport::endpoint`]). Connections are opened on first use, not here.
 #[derive(Clone)]
 pub struct QuicNetworkFactory {
-    endpoint: quinn::Endpoint,
+    dialer: crate::transport::Dialer,
     self_id: NodeId,
 }
 
 impl QuicNetworkFactory {
-    pub fn new(endpoint: quinn::Endpoint, self_id: NodeId) -> Self {
-        Self { endpoint, self_id }
+    pub fn new(dialer: impl Into<crate::transport::Dialer>, self_id: NodeId) -> Self {
+        Self {
+            dialer: dialer.into(),
+            self_id,
+        }
     }
 }
 
@@ -24,12 +27,8 @@ impl RaftNetworkFactory<TypeConfig> for QuicNetworkFactory {
     type Network = QuicNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> QuicNetwork {
-        let peer = PeerConnection::new(
-            self.endpoint.clone(),
-            self.self_id,
-            target,
-            node.addr.clone(),
-        );
+        let peer =
+            PeerConnection::new(self.dialer.clone(), self.self_id, target, node.addr.clone());
         QuicNetwork::new(peer, self.self_id, node.clone())
     }
 }

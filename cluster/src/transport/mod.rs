@@ -9,6 +9,7 @@
 //! client certificate, refuses requests whose declared sender disagrees with it, and hands
 //! the rest to an [`RpcHandler`] (the local [`crate::types::Raft`] in production).
 
+mod dialer;
 mod endpoint;
 mod error;
 mod factory;
@@ -20,6 +21,7 @@ mod request;
 mod response;
 mod server;
 
+pub use dialer::Dialer;
 pub use endpoint::{
     endpoint, endpoint_config, endpoint_configs, transport_config, IDLE_TIMEOUT_MS,
     KEEP_ALIVE_INTERVAL_MS, STREAMS_PER_CONNECTION_MAX,

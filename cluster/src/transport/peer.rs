@@ -24,7 +24,7 @@ pub const RPC_TIMEOUTS_BEFORE_REDIAL: u32 = 3;
 /// fails. The TLS server name is the peer's node name, so the handshake proves that the
 /// node at `addr` is `target`.
 pub(crate) struct PeerConnection {
-    endpoint: quinn::Endpoint,
+    dialer: crate::transport::Dialer,
     self_id: NodeId,
     target: NodeId,
     addr: String,
@@ -34,13 +34,13 @@ pub(crate) struct PeerConnection {
 
 impl PeerConnection {
     pub(crate) fn new(
-        endpoint: quinn::Endpoint,
+        dialer: impl Into<crate::transport::Dialer>,
         self_id: NodeId,
         target: NodeId,
         addr: String,
     ) -> Self {
         Self {
-            endpoint,
+            dialer: dialer.into(),
             self_id,
             target,
             addr,
@@ -163,7 +163,7 @@ impl PeerConnection {
         self.connection = None;
         let addr = self.resolve().await?;
         let connecting = self
-            .endpoint
+            .dialer
             .connect(addr, &node_server_name(self.target))
             .map_err(|source| TransportError::Connect {
                 target: self.target,
@@ -196,7 +196,12 @@ impl PeerConnection {
             .await
             .map_err(|e| resolve_error(e.to_string()))?
             .collect();
-        let local_is_ipv4 = self.endpoint.local_addr().map(|a| a.is_ipv4()).ok();
+        let local_is_ipv4 = self
+            .dialer
+            .endpoint()
+            .local_addr()
+            .map(|a| a.is_ipv4())
+            .ok();
         addrs
             .iter()
             .find(|a| Some(a.is_ipv4()) == local_is_ipv4)
@@ -219,14 +224,14 @@ impl PeerConnection {
 /// # Cancel safety
 /// Cancel safe, but a write that already reached the leader may still commit.
 pub async fn forward_client_write(
-    endpoint: &quinn::Endpoint,
+    dialer: impl Into<crate::transport::Dialer>,
     self_id: NodeId,
     target_id: NodeId,
     target: &ClusterNode,
     cmd: Command,
     timeout: Duration,
 ) -> Result<ClientWriteResponse<TypeConfig>, TransportError> {
-    let mut peer = PeerConnection::new(endpoint.clone(), self_id, target_id, target.addr.clone());
+    let mut peer = PeerConnection::new(dialer, self_id, target_id, target.addr.clone());
     let response = peer.call(RpcBody::ClientWrite(cmd), timeout).await?;
     match response {
         RpcResponse::ClientWrite(Ok(response)) => Ok(response),

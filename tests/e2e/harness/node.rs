@@ -157,6 +157,17 @@ impl NodeProc {
         self.exit_seen.set(None);
     }
 
+    /// Sends SIGHUP (reload certificates). No-op when not running.
+    pub fn hup(&self) {
+        if let Some(child) = self.child.borrow().as_ref() {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+            // SAFETY: kill(2) with a pid this harness spawned and has not reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGHUP);
+            }
+        }
+    }
+
     /// SIGKILL and reap. No-op when not running.
     pub fn kill9(&self) {
         if let Some(mut child) = self.child.borrow_mut().take() {
