@@ -36,7 +36,8 @@ pub struct SiteState {
     pub consecutive_fail: u32,
     pub consecutive_ok: u32,
     pub last: ProbeResult,
-    /// Leader tick at which the last result was applied.
+    /// Leader tick at which the last result was observed (the probing node's applied tick
+    /// then; never later than the tick it was applied at).
     pub last_tick: u64,
     /// Log index of the last result.
     pub last_index: u64,
@@ -610,7 +611,19 @@ impl ClusterState {
             let Some(cs) = self.checks.get_mut(&r.check) else {
                 continue; // A result for a check removed since it was probed.
             };
-            let tick = self.tick;
+            // When it was observed, in leader ticks as the probing node had applied them.
+            let tick = match r.observed_tick {
+                0 => self.tick,
+                t => t.min(self.tick),
+            };
+            if cs
+                .sites
+                .get(&batch.site)
+                .is_some_and(|known| tick < known.last_tick)
+            {
+                // Older than what this site already reported: a batch that arrived late.
+                continue;
+            }
             let st = cs
                 .sites
                 .entry(batch.site.clone())
@@ -1473,6 +1486,58 @@ mod tests {
 
     const C: Status = Status::Critical;
     const O: Status = Status::Ok;
+
+    #[test]
+    fn results_held_back_by_a_partition_count_from_when_they_were_observed() {
+        let mut w = World::new(); // interval 1 s: fresh for 3 + 2 = 5 ticks
+        w.round(O, O);
+        w.round(O, O);
+        // Site-b's node is cut off: it observes web failing at this tick, but its batch
+        // cannot commit. Site-a goes on reporting OK, then sees web fail twice.
+        let cut_at = w.st.tick;
+        for _ in 0..20 {
+            w.result(1, "site-a", O);
+            w.tick();
+        }
+        w.result(1, "site-a", C);
+        w.tick();
+        w.result(1, "site-a", C);
+        w.tick();
+        // The partition heals and site-b's old batch commits, minutes late.
+        let late = |tick, status| {
+            let mut r = ProbeResult::new("web", status, Reason::None, 1, "");
+            r.observed_tick = tick;
+            r
+        };
+        let resp = w.cmd(Command::Results(ResultBatch {
+            node_id: 2,
+            site: "site-b".into(),
+            results: vec![late(cut_at, C), late(cut_at + 1, C)],
+        }));
+        assert_eq!(resp, CommandResponse::Ok);
+        assert_eq!(
+            w.st.open_incidents().count(),
+            0,
+            "site-b's old failures are not a fresh second vote"
+        );
+        assert!(!w.st.checks["web"].eval.fresh.contains("site-b"));
+        // Its current view arrives next and is fresh; an even older batch after it changes
+        // nothing.
+        let now = w.st.tick;
+        w.cmd(Command::Results(ResultBatch {
+            node_id: 2,
+            site: "site-b".into(),
+            results: vec![late(now, O)],
+        }));
+        w.cmd(Command::Results(ResultBatch {
+            node_id: 2,
+            site: "site-b".into(),
+            results: vec![late(cut_at + 2, C)],
+        }));
+        let b = &w.st.checks["web"].sites["site-b"];
+        assert_eq!((b.last.status, b.last_tick), (O, now));
+        assert_eq!(w.st.open_incidents().count(), 0);
+    }
 
     #[test]
     fn a_backup_restores_into_a_fresh_cluster_only() {

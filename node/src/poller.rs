@@ -84,9 +84,11 @@ impl Poller {
                 let prober = self.prober.clone();
                 let tx = tx.clone();
                 let clock = self.clock.clone();
+                let state = self.state.clone();
                 let handle = probes.spawn(async move {
                     let mut r = prober.probe(&spec).await;
                     r.observed_at_ms = clock.wall_ms();
+                    r.observed_tick = state.read(|s| s.tick);
                     ::metrics::counter!(metrics::PROBE_RESULTS_TOTAL, "kind" => spec.probe.kind(), "status" => r.status.as_str()).increment(1);
                     #[allow(clippy::cast_precision_loss)]
                     ::metrics::histogram!(metrics::PROBE_LATENCY_SECONDS, "kind" => spec.probe.kind()).record(r.latency_ms as f64 / 1000.0);

@@ -52,6 +52,11 @@ pub struct ProbeResult {
     pub perfdata: Vec<Perf>,
     /// The probing node's wall clock, for display only; decisions never compare clocks.
     pub observed_at_ms: u64,
+    /// The leader tick the probing node had applied when the probe ended (0: unknown, taken
+    /// as the tick it is applied at). Freshness counts from here, so a batch that reaches
+    /// the log late (held by a leader cut off in a partition) is old, not fresh.
+    #[serde(default)]
+    pub observed_tick: u64,
 }
 
 impl ProbeResult {
@@ -71,6 +76,7 @@ impl ProbeResult {
             message: truncate(&displayable(message), RESULT_MESSAGE_BYTES_MAX),
             perfdata: Vec::new(),
             observed_at_ms: 0,
+            observed_tick: 0,
         }
     }
 
