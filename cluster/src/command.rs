@@ -14,7 +14,22 @@ pub enum Command {
     /// The leader's clock tick: freshness is measured in these, never by wall clocks.
     /// `wall_ms` is the leader's wall clock when it proposed the tick; it judges silence
     /// windows (an operator's wall-clock schedule) and nothing else.
-    Tick { leader_id: u64, wall_ms: u64 },
+    ///
+    /// `advance` is how many `TICK_MS` periods the tick stands for (at least 1): the leader
+    /// measures it on its own monotonic clock since the last tick it proposed itself
+    /// (`leader_run` names the process, `leader_mono_ms` is that clock then), or since it saw
+    /// the last tick applied. So cluster time keeps pace with real time across a loss of
+    /// quorum, and results observed before it are stale after it.
+    Tick {
+        leader_id: u64,
+        wall_ms: u64,
+        #[serde(default)]
+        advance: u32,
+        #[serde(default)]
+        leader_run: u64,
+        #[serde(default)]
+        leader_mono_ms: u64,
+    },
     /// The leader's record of a notification attempt's outcome.
     NotifyOutcome(NotifyOutcome),
     /// Add a silence; the answer is `Created(id)`.
@@ -165,6 +180,9 @@ mod tests {
             Command::Tick {
                 leader_id: 1,
                 wall_ms: 1_763_740_000_000,
+                advance: 90,
+                leader_run: 7,
+                leader_mono_ms: 123_456,
             },
             Command::AddSilence(SilenceSpec {
                 matcher: Matcher::Name("web-*".into()),

@@ -101,7 +101,16 @@ pub struct ClusterState {
     pub site_health: BTreeMap<String, SiteHealth>,
     /// Tick at which the current catalog was applied.
     pub catalog_tick: u64,
+    /// The process that proposed the last applied tick, and its monotonic clock then (see
+    /// `Command::Tick`).
+    #[serde(default)]
+    pub tick_leader_run: u64,
+    #[serde(default)]
+    pub tick_leader_mono_ms: u64,
 }
+
+/// Most periods one tick may stand for (a day): bounds what a confused clock can do.
+pub const TICK_ADVANCE_MAX: u32 = 86_400;
 
 /// A `Command::NotifyAttempt`'s fields, borrowed.
 struct AttemptRecord<'a> {
@@ -152,8 +161,16 @@ impl ClusterState {
         match cmd {
             Command::ApplyCatalog(catalog) => self.apply_catalog(index, catalog),
             Command::Results(batch) => self.apply_results(index, batch),
-            Command::Tick { wall_ms, .. } => {
-                self.apply_tick(index, *wall_ms);
+            Command::Tick {
+                wall_ms,
+                advance,
+                leader_run,
+                leader_mono_ms,
+                ..
+            } => {
+                self.tick_leader_run = *leader_run;
+                self.tick_leader_mono_ms = *leader_mono_ms;
+                self.apply_tick(index, *wall_ms, *advance);
                 CommandResponse::Ok
             }
             Command::NotifyOutcome(outcome) => self.apply_outcome(index, outcome),
@@ -251,8 +268,8 @@ impl ClusterState {
         CommandResponse::Ok
     }
 
-    fn apply_tick(&mut self, index: u64, wall_ms: u64) {
-        self.tick += 1;
+    fn apply_tick(&mut self, index: u64, wall_ms: u64, advance: u32) {
+        self.tick += u64::from(advance.clamp(1, TICK_ADVANCE_MAX));
         self.wall_ms = wall_ms;
         self.silences.retain(|_, s| !s.is_over(wall_ms));
         self.refresh_silenced();
@@ -1190,6 +1207,9 @@ mod tests {
             self.cmd(Command::Tick {
                 leader_id: 1,
                 wall_ms,
+                advance: 1,
+                leader_run: 1,
+                leader_mono_ms: 0,
             });
         }
     }
@@ -1537,6 +1557,50 @@ mod tests {
         let b = &w.st.checks["web"].sites["site-b"];
         assert_eq!((b.last.status, b.last_tick), (O, now));
         assert_eq!(w.st.open_incidents().count(), 0);
+    }
+
+    #[test]
+    fn a_tick_after_a_loss_of_quorum_ages_every_result() {
+        let mut w = World::new(); // fresh for 5 ticks
+        w.round(C, C);
+        w.round(O, O);
+        assert_eq!(w.st.checks["web"].eval.fresh.len(), 2);
+        let before = w.st.tick;
+        w.cmd(Command::Tick {
+            leader_id: 1,
+            wall_ms: w.wall_ms + 90_000,
+            advance: 90,
+            leader_run: 1,
+            leader_mono_ms: 90_000,
+        });
+        assert_eq!(w.st.tick, before + 90);
+        assert!(
+            w.st.checks["web"].eval.fresh.is_empty(),
+            "results from before are stale"
+        );
+        assert_eq!(
+            (w.st.tick_leader_run, w.st.tick_leader_mono_ms),
+            (1, 90_000)
+        );
+        // A confused clock cannot move cluster time by more than a day; 0 still counts 1.
+        w.cmd(Command::Tick {
+            leader_id: 1,
+            wall_ms: w.wall_ms,
+            advance: u32::MAX,
+            leader_run: 1,
+            leader_mono_ms: 0,
+        });
+        assert_eq!(w.st.tick, before + 90 + u64::from(TICK_ADVANCE_MAX));
+        let t = w.st.tick;
+        w.tick();
+        w.cmd(Command::Tick {
+            leader_id: 1,
+            wall_ms: w.wall_ms,
+            advance: 0,
+            leader_run: 1,
+            leader_mono_ms: 0,
+        });
+        assert_eq!(w.st.tick, t + 2);
     }
 
     #[test]

@@ -43,8 +43,11 @@ pub struct Leader {
     /// The channels deliveries go through.
     pub notify: Arc<dyn notify::Notify>,
     pub self_id: u64,
-    /// Stamps each tick with the leader's wall time (judges silence windows only).
+    /// Stamps each tick with the leader's wall time (judges silence windows only), and
+    /// measures how long each tick stands for on its monotonic clock.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// Names this process among the leaders ticks came from (random per start).
+    pub run_id: u64,
 }
 
 /// One intent to deliver, with what it needs from the applied state at scan time.
@@ -94,11 +97,20 @@ impl Leader {
         let mut every = tokio::time::interval(Duration::from_millis(TICK_MS));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ready = None;
+        // The last tick value this node saw applied, and its monotonic clock then.
+        let mut seen: (u64, u64) = (u64::MAX, self.clock.monotonic_ms());
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
                 _ = every.tick() => {}
+            }
+            let now = self.clock.monotonic_ms();
+            let (tick, last_run, last_mono) = self
+                .state
+                .read(|s| (s.tick, s.tick_leader_run, s.tick_leader_mono_ms));
+            if tick != seen.0 {
+                seen = (tick, now);
             }
             let Some(term) = self.leading_term() else {
                 continue;
@@ -106,11 +118,24 @@ impl Leader {
             if !self.ready_in(term, &mut ready).await {
                 continue;
             }
+            // Since the last tick this process proposed (exact, one clock), or else since
+            // this node saw the last tick applied (a lower bound).
+            let since = if last_run == self.run_id && now >= last_mono {
+                last_mono
+            } else {
+                seen.1
+            };
+            let advance = u32::try_from((now - since) / TICK_MS)
+                .unwrap_or(u32::MAX)
+                .clamp(1, consentry_cluster::state::TICK_ADVANCE_MAX);
             if let Err(e) = self
                 .writer
                 .write(Command::Tick {
                     leader_id: self.self_id,
                     wall_ms: self.clock.wall_ms(),
+                    advance,
+                    leader_run: self.run_id,
+                    leader_mono_ms: now,
                 })
                 .await
             {

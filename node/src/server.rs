@@ -178,6 +178,7 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
             http,
             exec_dirs: cfg.notify_exec_dirs.clone().into(),
         }),
+        run_id: new_run_id(),
     })
     .await?;
 
@@ -337,6 +338,8 @@ pub struct Parts<LS, SM> {
     pub clock: Arc<dyn Clock>,
     pub prober: Arc<dyn Probe>,
     pub notify: Arc<dyn Notify>,
+    /// Names this run of the node among tick proposers (random per start in production).
+    pub run_id: u64,
 }
 
 /// Wires raft, the QUIC server, the leader's ticker and effects executor, and (on probing
@@ -362,6 +365,7 @@ where
         clock,
         prober,
         notify,
+        run_id,
     } = parts;
     let config = openraft::Config {
         cluster_name: "consentry".into(),
@@ -398,6 +402,7 @@ where
         notify,
         self_id: node_id,
         clock: clock.clone(),
+        run_id,
     });
     tasks.spawn(leader.run(cancel.clone()).instrument(span.clone()));
 
@@ -451,6 +456,13 @@ async fn initialize(raft: &Raft, members: BTreeMap<u64, ClusterNode>) -> Result<
         }
     }
     Ok(())
+}
+
+/// A random id for this run of the process (tick proposals name it).
+#[allow(clippy::disallowed_methods)] // The composition root seeds randomness.
+fn new_run_id() -> u64 {
+    use rand::RngCore as _;
+    rand::thread_rng().next_u64() | 1
 }
 
 fn read_token(path: &std::path::Path) -> Result<String, StartError> {

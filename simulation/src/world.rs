@@ -292,6 +292,8 @@ struct Shared {
     catalog: consentry_cluster::model::Catalog,
     raw: Arc<Mutex<Vec<RawResult>>>,
     deliveries: Arc<Mutex<Vec<DeliveryRecord>>>,
+    /// Node starts so far (names each start's tick proposals).
+    starts: std::sync::atomic::AtomicU64,
     /// Each running node's raft handle and state, published when it starts.
     nodes: Mutex<BTreeMap<u64, (Raft, StateReader<ClusterState>)>>,
 }
@@ -347,6 +349,13 @@ async fn node_software(shared: Arc<Shared>, site: usize, disk: MemDisk) -> anyho
         notify: Arc::new(Recorder {
             deliveries: shared.deliveries.clone(),
         }),
+        run_id: {
+            // Deterministic per node and start: the starts of a run follow from its seed.
+            let starts = shared
+                .starts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (id << 32) | (starts + 1)
+        },
     })
     .await?;
     if let Ok(mut nodes) = shared.nodes.lock() {
@@ -397,6 +406,7 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunRecord> {
         catalog,
         raw: Arc::default(),
         deliveries: Arc::default(),
+        starts: std::sync::atomic::AtomicU64::new(0),
         nodes: Mutex::default(),
     });
 

@@ -501,6 +501,9 @@ mod tests {
         let command = Command::Tick {
             leader_id: 2,
             wall_ms: 0,
+            advance: 1,
+            leader_run: 0,
+            leader_mono_ms: 0,
         };
         let err = forward_client_write(&client, 2, 1, &server.node, command, RPC_TIMEOUT)
             .await
