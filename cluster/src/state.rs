@@ -107,6 +107,11 @@ pub struct ClusterState {
     pub tick_leader_run: u64,
     #[serde(default)]
     pub tick_leader_mono_ms: u64,
+    /// The tick at which cluster time last jumped (a tick standing for more than
+    /// `FRESH_SLACK_TICKS` periods: quorum was lost and regained). Degraded-quorum decisions
+    /// wait one freshness window after it.
+    #[serde(default)]
+    pub resumed_tick: u64,
 }
 
 /// Most periods one tick may stand for (a day): bounds what a confused clock can do.
@@ -269,7 +274,11 @@ impl ClusterState {
     }
 
     fn apply_tick(&mut self, index: u64, wall_ms: u64, advance: u32) {
-        self.tick += u64::from(advance.clamp(1, TICK_ADVANCE_MAX));
+        let advance = advance.clamp(1, TICK_ADVANCE_MAX);
+        self.tick += u64::from(advance);
+        if u64::from(advance) > rule::FRESH_SLACK_TICKS {
+            self.resumed_tick = self.tick;
+        }
         self.wall_ms = wall_ms;
         self.silences.retain(|_, s| !s.is_over(wall_ms));
         self.refresh_silenced();
@@ -706,13 +715,28 @@ impl ClusterState {
                 last_tick: s.last_tick,
             })
             .collect();
-        let eval = rule::evaluate(
+        let mut eval = rule::evaluate(
             &spec,
             probing.len(),
             &counters,
             tick,
             cs.open_incident.is_some(),
         );
+        // Just after cluster time jumped (quorum regained), every site is stale until it
+        // reports again: a degraded-quorum decision now would rest on whichever site
+        // happened to report first. Wait one freshness window for the others.
+        if tick
+            < self
+                .resumed_tick
+                .saturating_add(rule::fresh_ticks(spec.interval_ms))
+        {
+            if eval.open.as_ref().is_some_and(|o| o.unconfirmed.is_some()) {
+                eval.open = None;
+            }
+            if eval.close.as_ref().is_some_and(|c| c.unconfirmed.is_some()) {
+                eval.close = None;
+            }
+        }
         let evidence = |sites: &BTreeSet<String>, cs: &CheckState| -> Vec<Evidence> {
             sites
                 .iter()
@@ -1582,7 +1606,27 @@ mod tests {
             (w.st.tick_leader_run, w.st.tick_leader_mono_ms),
             (1, 90_000)
         );
+        // Right after the jump only site-a reports, failing: a degraded quorum, but the
+        // other sites get one freshness window to report before it may decide.
+        for _ in 0..4 {
+            w.result(1, "site-a", C);
+            w.tick();
+        }
+        assert_eq!(
+            w.st.open_incidents().count(),
+            0,
+            "degraded decision right after a jump"
+        );
+        for _ in 0..4 {
+            w.result(1, "site-a", C);
+            w.tick();
+        }
+        assert!(
+            w.st.open_incidents().any(|i| i.unconfirmed.is_some()),
+            "after the window the degraded quorum decides as before"
+        );
         // A confused clock cannot move cluster time by more than a day; 0 still counts 1.
+        let before = w.st.tick - 90;
         w.cmd(Command::Tick {
             leader_id: 1,
             wall_ms: w.wall_ms,
