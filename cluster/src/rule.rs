@@ -99,6 +99,30 @@ pub fn evaluate(
     tick: u64,
     incident_open: bool,
 ) -> Evaluation {
+    evaluate_after(check, probing_sites, counters, tick, incident_open, None)
+}
+
+/// A jump of cluster time: the tick before it and the tick after it (a tick that stood
+/// for more than one period, after a loss of quorum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jump {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// [`evaluate`], knowing the last jump of cluster time. A site that was fresh just before
+/// the jump and has not reported since is *awaited*, not absent: its node simply has not
+/// had a committed tick to report in. While any site is awaited (at most one freshness
+/// window after the jump), no degraded-quorum decision is taken, so one site's report does
+/// not decide for all.
+pub fn evaluate_after(
+    check: &CheckSpec,
+    probing_sites: usize,
+    counters: &[SiteCounters],
+    tick: u64,
+    incident_open: bool,
+    jump: Option<Jump>,
+) -> Evaluation {
     let required = required_sites(check, probing_sites);
     let window = fresh_ticks(check.interval_ms);
     let rounds = check.confirm.rounds.max(1);
@@ -138,7 +162,15 @@ pub fn evaluate(
 
     let fresh_n = u32::try_from(fresh.len()).unwrap_or(u32::MAX);
     let probing_n = u32::try_from(probing_sites).unwrap_or(u32::MAX);
-    let degraded = fresh_n < required;
+    let awaited = jump.is_some_and(|j| {
+        tick < j.to.saturating_add(window)
+            && counters.iter().any(|c| {
+                let stale_now = c.last_tick.saturating_add(window) < tick;
+                let fresh_before = c.last_tick.saturating_add(window) >= j.from;
+                stale_now && fresh_before
+            })
+    });
+    let degraded = fresh_n < required && !awaited;
 
     if !incident_open {
         if u32::try_from(down.len()).unwrap_or(u32::MAX) >= required {
@@ -386,6 +418,36 @@ mod tests {
             "case {}: path suspect",
             case.name
         );
+    }
+
+    #[test]
+    fn a_site_fresh_before_a_jump_is_awaited_not_absent() {
+        let mut check = CheckSpec::for_test("c");
+        check.interval_ms = 10_000; // fresh window 32 ticks
+        let site = |name: &str, fail, last_tick| SiteCounters {
+            site: name.into(),
+            consecutive_fail: fail,
+            consecutive_ok: 0,
+            last_status: if fail > 0 { C } else { O },
+            last_tick,
+        };
+        let jump = Jump { from: 100, to: 190 };
+        // Site b reported OK at tick 95, just before quorum was lost; a reports down alone.
+        let sites = [site("a", 9, 191), site("b", 0, 95)];
+        let e = evaluate_after(&check, 2, &sites, 191, false, Some(jump));
+        assert_eq!(e.open, None, "b is awaited, not gone");
+        // One window after the jump, b's silence is its own: the degraded rule decides.
+        let e = evaluate_after(&check, 2, &sites, 190 + 32, false, Some(jump));
+        assert!(e.open.is_some_and(|o| o.unconfirmed == Some((1, 2))));
+        // A site already stale before the jump (b's node died long before) is absent.
+        let dead = [site("a", 9, 191), site("b", 0, 40)];
+        let e = evaluate_after(&check, 2, &dead, 191, false, Some(jump));
+        assert!(e.open.is_some_and(|o| o.unconfirmed == Some((1, 2))));
+        // A failover of a few seconds leaves a fresh site fresh: nothing is awaited.
+        let short = Jump { from: 100, to: 103 };
+        let sites = [site("a", 9, 103), site("b", 9, 99)];
+        let e = evaluate_after(&check, 2, &sites, 103, false, Some(short));
+        assert!(e.open.is_some_and(|o| o.unconfirmed.is_none()));
     }
 
     #[test]

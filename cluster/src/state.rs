@@ -107,11 +107,10 @@ pub struct ClusterState {
     pub tick_leader_run: u64,
     #[serde(default)]
     pub tick_leader_mono_ms: u64,
-    /// The tick at which cluster time last jumped (a tick standing for more than
-    /// `FRESH_SLACK_TICKS` periods: quorum was lost and regained). Degraded-quorum decisions
-    /// wait one freshness window after it.
+    /// The last jump of cluster time (a tick that stood for more than one period), for the
+    /// rule's awaited sites (see `rule::evaluate_after`).
     #[serde(default)]
-    pub resumed_tick: u64,
+    pub last_jump: Option<rule::Jump>,
 }
 
 /// Most periods one tick may stand for (a day): bounds what a confused clock can do.
@@ -275,9 +274,13 @@ impl ClusterState {
 
     fn apply_tick(&mut self, index: u64, wall_ms: u64, advance: u32) {
         let advance = advance.clamp(1, TICK_ADVANCE_MAX);
+        let from = self.tick;
         self.tick += u64::from(advance);
-        if u64::from(advance) > rule::FRESH_SLACK_TICKS {
-            self.resumed_tick = self.tick;
+        if advance > 1 {
+            self.last_jump = Some(rule::Jump {
+                from,
+                to: self.tick,
+            });
         }
         self.wall_ms = wall_ms;
         self.silences.retain(|_, s| !s.is_over(wall_ms));
@@ -715,28 +718,14 @@ impl ClusterState {
                 last_tick: s.last_tick,
             })
             .collect();
-        let mut eval = rule::evaluate(
+        let eval = rule::evaluate_after(
             &spec,
             probing.len(),
             &counters,
             tick,
             cs.open_incident.is_some(),
+            self.last_jump,
         );
-        // Just after cluster time jumped (quorum regained), every site is stale until it
-        // reports again: a degraded-quorum decision now would rest on whichever site
-        // happened to report first. Wait one freshness window for the others.
-        if tick
-            < self
-                .resumed_tick
-                .saturating_add(rule::fresh_ticks(spec.interval_ms))
-        {
-            if eval.open.as_ref().is_some_and(|o| o.unconfirmed.is_some()) {
-                eval.open = None;
-            }
-            if eval.close.as_ref().is_some_and(|c| c.unconfirmed.is_some()) {
-                eval.close = None;
-            }
-        }
         let evidence = |sites: &BTreeSet<String>, cs: &CheckState| -> Vec<Evidence> {
             sites
                 .iter()
