@@ -70,11 +70,22 @@ pub fn parse_rfc3339(s: &str) -> Result<u64, String> {
 
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_rfc3339(ms: u64) -> String {
+    format!("{}Z", date_time(ms))
+}
+
+/// Formats milliseconds since the epoch with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`
+/// (Alertmanager's `startsAt`/`endsAt`).
+pub fn format_rfc3339_millis(ms: u64) -> String {
+    format!("{}.{:03}Z", date_time(ms), ms % 1_000)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of milliseconds since the epoch.
+fn date_time(ms: u64) -> String {
     let secs = i64::try_from(ms / 1_000).unwrap_or(i64::MAX / 2);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         rem / 3_600,
         rem % 3_600 / 60,
         rem % 60

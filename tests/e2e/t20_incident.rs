@@ -115,6 +115,14 @@ fn outage_opens_one_incident_and_notifies_once() {
         firing.dedup_key(),
         "firing and resolved are different transitions, so different dedup keys"
     );
+    for hook in [&firing, &resolved] {
+        assert!(
+            hook.dedup_key().is_some() && hook.dedup_header == hook.dedup_key(),
+            "X-Consentry-Dedup-Key carries the body's dedup key: {:?} vs {:?}",
+            hook.dedup_header,
+            hook.dedup_key()
+        );
+    }
 
     info!("exactly one firing and one resolved webhook, and the check is OK again");
     world.hold_hook_counts(&receiver, "web", 1, 1, SETTLE);

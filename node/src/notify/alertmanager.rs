@@ -1,13 +1,16 @@
 //! The `alertmanager` notifier: Alertmanager's API v2, `POST <url>/api/v2/alerts`.
 //!
 //! Each incident is one alert, identified by its label set (alertname = the check,
-//! severity, consentry_incident = the incident id), which is identical for the firing and
+//! severity, consentry_alert = what it is about (`incident`, `flapping`, ...),
+//! consentry_incident = its number), which is identical for the firing and
 //! the resolved post so Alertmanager merges them. consentry sends each transition once
 //! instead of re-sending every evaluation like Prometheus, so a firing alert carries an
 //! `endsAt` far ahead ([`FIRING_HOLD_MS`]); the resolved post sets `endsAt` to the
 //! leader's wall time, which resolves it. The dedup key is an annotation.
 
 use std::collections::BTreeMap;
+
+use crate::wall_time::format_rfc3339_millis;
 
 use serde::Serialize;
 
@@ -35,6 +38,9 @@ impl PostableAlert {
         let labels = BTreeMap::from([
             ("alertname", s.check.to_string()),
             ("severity", s.severity.to_ascii_lowercase()),
+            // Incidents and other alerts (flapping, site health) are numbered apart: the kind
+            // keeps "incident 4" and "flapping 4" of one check from being one alert.
+            ("consentry_alert", s.alert.to_string()),
             ("consentry_incident", s.incident_id.to_string()),
         ]);
         let mut annotations = BTreeMap::from([
@@ -61,8 +67,8 @@ impl PostableAlert {
         Self {
             labels,
             annotations,
-            starts_at: rfc3339(starts_ms),
-            ends_at: rfc3339(ends_ms),
+            starts_at: format_rfc3339_millis(starts_ms),
+            ends_at: format_rfc3339_millis(ends_ms),
         }
     }
 }
@@ -83,30 +89,6 @@ pub async fn post(
     super::post_json(client, &url, summary.dedup_key, body).await
 }
 
-/// Milliseconds since the Unix epoch as RFC 3339 UTC (`2025-11-21T15:46:40.000Z`).
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use consentry_cluster::model::{NotifierKind, NotifierSpec, Transition};
@@ -117,11 +99,33 @@ mod tests {
     use crate::notify::test_http::receiver;
 
     #[test]
+    fn an_incident_and_a_flapping_alert_with_one_number_are_two_alerts() {
+        let (intent, incident, check) = fixture(Transition::Firing);
+        let s = Summary::new(&intent, &incident, Some(&check));
+        let mut flapping = Summary::new(&intent, &incident, Some(&check));
+        flapping.alert = "flapping";
+        assert_eq!(s.incident_id, flapping.incident_id);
+        assert_ne!(
+            PostableAlert::new(&s, 0).labels,
+            PostableAlert::new(&flapping, 0).labels
+        );
+    }
+
+    #[test]
     fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_763_740_000_000), "2025-11-21T15:46:40.000Z");
-        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_millis(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339_millis(1_763_740_000_000),
+            "2025-11-21T15:46:40.000Z"
+        );
+        assert_eq!(
+            format_rfc3339_millis(4_102_444_799_999),
+            "2099-12-31T23:59:59.999Z"
+        );
     }
 
     #[tokio::test]
@@ -157,6 +161,7 @@ mod tests {
         assert_eq!(firing[0]["labels"]["alertname"], "web1");
         assert_eq!(firing[0]["labels"]["severity"], "critical");
         assert_eq!(firing[0]["labels"]["consentry_incident"], "2");
+        assert_eq!(firing[0]["labels"]["consentry_alert"], "incident");
         assert_eq!(firing[0]["annotations"]["sites"], "site-a, site-b");
         assert_eq!(
             firing[0]["annotations"]["dedup_key"],

@@ -21,6 +21,8 @@ pub struct Hook {
     pub method: String,
     pub path: String,
     pub content_type: Option<String>,
+    /// The `X-Consentry-Dedup-Key` header, which receivers that dedupe read.
+    pub dedup_header: Option<String>,
     /// The parsed body, or `Value::Null` when it was not JSON (see `raw`).
     pub body: Value,
     pub raw: String,
@@ -204,6 +206,7 @@ async fn receive(mut stream: TcpStream, hooks: Arc<Mutex<Vec<Hook>>>) {
         method: request.method.clone(),
         path: request.path.clone(),
         content_type: request.header("content-type").map(str::to_owned),
+        dedup_header: request.header("x-consentry-dedup-key").map(str::to_owned),
         body: serde_json::from_str(&raw).unwrap_or(Value::Null),
         raw,
     };
