@@ -7,6 +7,8 @@ use serde_json::Value;
 
 /// Timeout for one API call from the CLI.
 pub const CLI_REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// Timeout for moving a snapshot (up to 16 MiB) either way.
+pub const CLI_TRANSFER_TIMEOUT_MS: u64 = 300_000;
 /// Largest API response the CLI reads.
 pub const CLI_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -78,43 +80,27 @@ impl ApiClient {
         self.send_authorized(request).await
     }
 
-    /// GETs raw bytes with the bearer token (a snapshot), at most `limit` of them.
+    /// GETs raw bytes with the bearer token (a snapshot), at most `limit` of them, within
+    /// [`CLI_TRANSFER_TIMEOUT_MS`].
     ///
     /// # Errors
     /// As [`ApiClient::put`], and when the answer is larger than `limit`.
     pub async fn download(&self, path: &str, limit: usize) -> anyhow::Result<Vec<u8>> {
-        let Some(token) = &self.token else {
-            bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");
-        };
-        let mut resp = self
+        let request = self
             .http
             .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
-                    self.base
-                )
-            })?;
+            .timeout(Duration::from_millis(CLI_TRANSFER_TIMEOUT_MS));
+        let resp = self.send_with_token(request).await?;
         if !resp.status().is_success() {
-            return Err(Self::json(resp)
-                .await
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("the API answered an error without a body")));
+            return match Self::json(resp).await {
+                Err(e) => Err(e),
+                Ok(v) => bail!("the API answered an error: {v}"),
+            };
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
-            if body.len() + chunk.len() > limit {
-                bail!("the answer is larger than {limit} bytes");
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        read_limited(resp, limit).await
     }
 
-    /// POSTs raw bytes with the bearer token.
+    /// POSTs raw bytes with the bearer token, within [`CLI_TRANSFER_TIMEOUT_MS`].
     ///
     /// # Errors
     /// As [`ApiClient::put`].
@@ -122,33 +108,35 @@ impl ApiClient {
         let request = self
             .http
             .post(format!("{}{path}", self.base))
+            .timeout(Duration::from_millis(CLI_TRANSFER_TIMEOUT_MS))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
         self.send_authorized(request).await
     }
 
     async fn send_authorized(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = self.send_with_token(request).await?;
+        Self::json(resp).await
+    }
+
+    async fn send_with_token(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
         let Some(token) = &self.token else {
             bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");
         };
-        let resp = request.bearer_auth(token).send().await.with_context(|| {
+        request.bearer_auth(token).send().await.with_context(|| {
             format!(
                 "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
                 self.base
             )
-        })?;
-        Self::json(resp).await
+        })
     }
 
-    async fn json(mut resp: reqwest::Response) -> anyhow::Result<Value> {
+    async fn json(resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
-            if body.len() + chunk.len() > CLI_RESPONSE_BYTES_MAX {
-                bail!("response larger than {CLI_RESPONSE_BYTES_MAX} bytes");
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_limited(resp, CLI_RESPONSE_BYTES_MAX).await?;
         let value: Value = serde_json::from_slice(&body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         if status.is_success() {
@@ -160,6 +148,18 @@ impl ApiClient {
         }
         .into())
     }
+}
+
+/// Reads a whole response body, refusing one larger than `limit` bytes.
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            bail!("the answer is larger than {limit} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// An error answer from the API, kept whole so the CLI can print its details.

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 pub const HEADER: &[u8] = b"consentry-snapshot 1\n";
 const HEADER_PREFIX: &[u8] = b"consentry-snapshot ";
 /// Largest snapshot accepted: it travels through raft as one entry, and a transport frame
-/// holds at most 32 MiB (see `consentry_cluster::transport::FRAME_BYTES_MAX`).
-pub const SNAPSHOT_BYTES_MAX: usize = 30 * 1024 * 1024;
+/// holds at most 32 MiB (see `consentry_cluster::transport::FRAME_BYTES_MAX`) for that entry
+/// together with the others replicated in the same AppendEntries. Half leaves the room.
+pub const SNAPSHOT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// What a snapshot file holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

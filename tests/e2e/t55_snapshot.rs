@@ -146,6 +146,27 @@ fn a_snapshot_restores_into_a_fresh_cluster() {
     assert!(!again.success(), "restored twice: {}", again.describe());
     assert!(again.stderr.contains("fresh"), "{}", again.describe());
 
+    info!("a 10 MB body (over the API's 8 MiB limit for checks files) reaches the restore handler");
+    let big = vec![b'x'; 10 * 1024 * 1024];
+    let (code, body) = new.handle().block_on(async {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(format!("{new_api}/api/v1/snapshot/restore"))
+            .bearer_auth(new.token())
+            .body(big)
+            .send()
+            .await
+            .expect("POST restore");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    });
+    assert_eq!(code, 400, "not a 413 from the body limit: {body}");
+    assert!(body.contains("invalid_snapshot"), "{body}");
+
     info!("a file that is not a snapshot is refused with a reason");
     let junk = new.root().join("junk");
     std::fs::write(&junk, "checks = []\n").expect("write junk");
