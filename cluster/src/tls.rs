@@ -316,24 +316,14 @@ pub fn generate(dir: &Path, nodes: &[NodeId], agents: &[String]) -> Result<(), T
     })?;
 
     let ca_key = new_key("the cluster CA")?;
-    let mut ca_params = CertificateParams::default();
     // A name unique to this CA: certificates from two `certs init` runs then fail with
     // "unknown issuer" rather than a confusing signature error.
-    let ca_id = ca_params.key_identifier(&ca_key);
+    let ca_id = CertificateParams::default().key_identifier(&ca_key);
     let ca_name = format!(
         "consentry cluster CA {}",
         hex(&ca_id[..ca_id.len().min(CA_NAME_ID_BYTES)])
     );
-    ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name.as_str());
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    let ca_params = ca_params(&ca_name);
     let ca_cert = ca_params
         .self_signed(&ca_key)
         .map_err(|source| TlsError::Generate {
@@ -419,20 +409,9 @@ pub fn issue(dir: &Path, nodes: &[NodeId], agents: &[String]) -> Result<Vec<Path
             reason: "the CA certificate has no common name".into(),
         })?
         .to_string();
-    // The issuer as `generate` made it: same name, same key, so new certificates chain to
-    // the CA every node already trusts.
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name.as_str());
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let issuer = Issuer::new(ca_params, ca_key);
+    // The issuer as `generate` made it (same parameters, name and key), so new certificates
+    // chain to the CA every node already trusts.
+    let issuer = Issuer::new(ca_params(&ca_name), ca_key);
     let mut written = Vec::new();
     for id in nodes {
         let stem = format!("{NODE_PREFIX}{id}");
@@ -554,6 +533,21 @@ fn new_key(name: &str) -> Result<KeyPair, TlsError> {
         name: name.to_string(),
         source,
     })
+}
+
+/// The cluster CA's parameters. `generate` self-signs them; `issue` rebuilds the issuer from
+/// them, so its certificates name exactly the subject every node trusts.
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
 }
 
 /// Issues and writes `<stem>.pem` and `<stem>.key` for the identity `<stem>.consentry`.

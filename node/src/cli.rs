@@ -560,7 +560,8 @@ async fn snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             let snapshot = snapshot_file::decode(&bytes)
                 .context("the node answered something that is not a snapshot")?;
-            write_private(&file, &bytes)?;
+            crate::data_dir::write_whole(&file, &bytes, 0o600)
+                .with_context(|| format!("writing {}", file.display()))?;
             let b = &snapshot.backup;
             if api.json {
                 println!(
@@ -623,29 +624,6 @@ async fn snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Writes `bytes` to `path` with mode 0600, whole or not at all (a temporary file beside it,
-/// then a rename).
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 async fn silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {

@@ -70,17 +70,32 @@ pub fn claim(dir: &Path, expected: &str, ca: &Path) -> Result<(), DataDirError> 
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(io)?;
-            // Written whole or not at all: a crash leaves no half-written record.
-            let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
-            let mut file = std::fs::File::create(&tmp).map_err(io)?;
-            file.write_all(format!("{expected}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            Ok(())
+            write_whole(&path, format!("{expected}\n").as_bytes(), 0o644).map_err(io)
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it (created with
+/// `mode`), synced, then renamed over it. A crash leaves the old file or the new one.
+///
+/// # Errors
+/// When the directory is not writable or the disk is full.
+pub fn write_whole(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Files counted at most by [`size`]; a data directory holds a few dozen.

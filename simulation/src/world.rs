@@ -895,9 +895,13 @@ impl Driver {
     }
 }
 
-/// A replica's state, hashed: the codec's bytes through SHA-256, first 8 bytes.
+/// A replica's state, hashed: the codec's bytes through SHA-256, first 8 bytes. A state the
+/// codec refuses (over its size limit) hashes to 0, which shows as a divergence against
+/// any replica that still encodes.
 fn state_hash(state: &ClusterState) -> u64 {
-    let bytes = consentry_storage::codec::encode(state).unwrap_or_default();
+    let Ok(bytes) = consentry_storage::codec::encode(state) else {
+        return 0;
+    };
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest.as_ref()[..8]);
