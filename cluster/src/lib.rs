@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod command;
+pub mod membership;
 pub mod model;
 pub mod types;
 

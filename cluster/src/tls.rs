@@ -24,7 +24,9 @@ use rustls::RootCertStore;
 use crate::types::NodeId;
 
 /// The ALPN protocol both sides of a raft connection must offer.
-pub const ALPN: &[u8] = b"consentry/1";
+pub const ALPN: &[u8] = ALPN_NAME.as_bytes();
+/// [`ALPN`] as text, for messages.
+pub const ALPN_NAME: &str = "consentry/1";
 
 /// DNS suffix of every identity the cluster CA issues.
 pub const NAME_SUFFIX: &str = ".consentry";
@@ -266,7 +268,7 @@ impl TlsMaterial {
         Ok(config)
     }
 
-    fn client_crypto(&self) -> Result<rustls::ClientConfig, TlsError> {
+    pub(crate) fn client_crypto(&self) -> Result<rustls::ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -12,9 +12,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use consentry_cluster::command::{Command, CommandResponse};
+use consentry_cluster::membership::{AdminError, AdminRequest};
 use consentry_cluster::model::{Matcher, SilenceSpec};
 use consentry_cluster::state::ClusterState;
-use consentry_cluster::types::Raft;
+use consentry_cluster::types::{ClusterNode, Raft};
 use consentry_storage::StateReader;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -59,6 +60,10 @@ pub fn router(s: Arc<ApiState>) -> Router {
         .route("/api/v1/incidents/{id}", get(incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
         .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/cluster/members", post(add_member))
+        .route("/api/v1/cluster/members/{id}", delete(remove_member))
+        .route("/api/v1/cluster/members/{id}/promote", post(promote_member))
+        .route("/api/v1/cluster/leader", post(transfer_leader))
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(remove_silence))
         .route(
@@ -212,7 +217,13 @@ async fn incident(State(s): State<Arc<ApiState>>, Path(id): Path<u64>) -> Respon
 }
 
 async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
-    Json(views::cluster(&s.raft, s.node_id, &s.site)).into_response()
+    Json(views::cluster(
+        &s.raft,
+        s.writer.dialer(),
+        s.node_id,
+        &s.site,
+    ))
+    .into_response()
 }
 
 async fn checks(State(s): State<Arc<ApiState>>) -> Response {
@@ -477,6 +488,126 @@ async fn remove_silence(
     match s.writer.write(Command::RemoveSilence { id }).await {
         Ok(_) => Json(json!({ "removed": id })).into_response(),
         Err(e) => write_failed(e),
+    }
+}
+
+/// `POST /api/v1/cluster/members`: a node to add as a learner.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    id: u64,
+    addr: String,
+    site: String,
+    /// False: a witness (votes once promoted, never probes).
+    #[serde(default = "yes")]
+    probe: bool,
+    /// The node's API base URL, for operators.
+    #[serde(default)]
+    api: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/v1/cluster/leader`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLeader {
+    node_id: u64,
+}
+
+async fn add_member(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let req: NewMember = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!(
+                    "the body must be JSON with id, addr, site, and optional probe and api: {e}"
+                ),
+                json!(null),
+            )
+        }
+    };
+    if req.addr.parse::<std::net::SocketAddr>().is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "addr {:?} is not IP:PORT (the new node's listen_raft)",
+                req.addr
+            ),
+            json!(null),
+        );
+    }
+    let node = ClusterNode {
+        addr: req.addr,
+        site: req.site,
+        probe: req.probe,
+        api: req.api,
+    };
+    admin(&s, AdminRequest::AddLearner { id: req.id, node }, None).await
+}
+
+async fn promote_member(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    admin(&s, AdminRequest::Promote { id }, None).await
+}
+
+async fn remove_member(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    admin(&s, AdminRequest::Remove { id }, None).await
+}
+
+async fn transfer_leader(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let req: NewLeader = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body must be JSON with node_id: {e}"),
+                json!(null),
+            )
+        }
+    };
+    admin(&s, AdminRequest::TakeLeadership, Some(req.node_id)).await
+}
+
+async fn admin(s: &ApiState, request: AdminRequest, to: Option<u64>) -> Response {
+    match s.writer.admin(request, to).await {
+        Ok(message) => Json(json!({ "ok": true, "message": message })).into_response(),
+        Err(AdminError::Refused(why)) => error(StatusCode::CONFLICT, "refused", why, json!(null)),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_quorum",
+            e.to_string(),
+            json!(null),
+        ),
     }
 }
 

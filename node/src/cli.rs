@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -205,8 +206,51 @@ enum SnapshotCommand {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Members, their sites and roles, the leader and the term.
+    /// Every member: site, role, reachable, last log and applied index, lag, leader, term.
+    /// Lag and reachability are the leader's view; each node's indexes and term are its own
+    /// answer (asked at the API URL the member was added with).
     Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Add a node as a learner: it replicates the log and, unless --witness, probes from
+    /// its site, but does not vote. Start it first with `join = true` in its node.toml and
+    /// a certificate from `consentry certs issue`.
+    Add {
+        /// The new node's node_id (its certificate names it).
+        #[arg(long)]
+        id: u64,
+        /// Its listen_raft address, IP:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Its site.
+        #[arg(long)]
+        site: String,
+        /// It votes (once promoted) but never probes.
+        #[arg(long)]
+        witness: bool,
+        /// Its API base URL, for `cluster status`.
+        #[arg(long, default_value = "")]
+        node_api: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make a caught-up learner a voter.
+    Promote {
+        id: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a node (voter or learner) from the cluster. Stop its process afterwards.
+    Remove {
+        id: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Hand leadership to a caught-up voter: it stands for election and the current leader
+    /// grants its vote (openraft 0.9 has no other transfer).
+    TransferLeader {
+        id: u64,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -418,11 +462,100 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Silence(command) => silence(command).await,
         Command::Snapshot(command) => snapshot(command).await,
-        Command::Cluster(ClusterCommand::Status { api }) => {
-            let v = api.client()?.get("/api/v1/cluster").await?;
-            print_or(&api, &v, print_cluster)
+        Command::Cluster(command) => cluster(command).await,
+    }
+}
+
+/// How long `cluster status` waits for each member's own answer.
+const MEMBER_STATUS_TIMEOUT_MS: u64 = 2_000;
+
+async fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
+    let (api, path, body) = match command {
+        ClusterCommand::Status { api } => {
+            let v = cluster_status(&api.client()?).await?;
+            return print_or(&api, &v, print_cluster);
+        }
+        ClusterCommand::Add {
+            id,
+            addr,
+            site,
+            witness,
+            node_api,
+            api,
+        } => (
+            api,
+            "/api/v1/cluster/members".to_string(),
+            serde_json::json!({
+                "id": id, "addr": addr, "site": site, "probe": !witness, "api": node_api,
+            }),
+        ),
+        ClusterCommand::Promote { id, api } => (
+            api,
+            format!("/api/v1/cluster/members/{id}/promote"),
+            Value::Null,
+        ),
+        ClusterCommand::Remove { id, api } => {
+            let v = api
+                .client()?
+                .delete(&format!("/api/v1/cluster/members/{id}"))
+                .await?;
+            return print_or(&api, &v, print_message);
+        }
+        ClusterCommand::TransferLeader { id, api } => (
+            api,
+            "/api/v1/cluster/leader".to_string(),
+            serde_json::json!({ "node_id": id }),
+        ),
+    };
+    let v = api.client()?.post_json(&path, &body).await?;
+    print_or(&api, &v, print_message)
+}
+
+fn print_message(v: &Value) {
+    println!("{}", s(&v["message"]));
+}
+
+/// The cluster as the leader sees it, with each member's own role, term and indexes under
+/// `self` (`{"error": ...}` when its API did not answer, `null` when it has no API URL).
+async fn cluster_status(client: &ApiClient) -> anyhow::Result<Value> {
+    fn figures(v: &Value) -> Value {
+        serde_json::json!({
+            "role": v["role"], "term": v["term"], "leader": v["leader"],
+            "last_log_index": v["last_log_index"], "applied_index": v["applied_index"],
+        })
+    }
+    let mut view = client.get("/api/v1/cluster").await?;
+    let quick = Duration::from_millis(MEMBER_STATUS_TIMEOUT_MS);
+    let asked = view["node_id"].clone();
+    // Lag and reachability are known on the leader: take the member table from it.
+    let leader_api = view["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["leader"] == true && m["id"] != asked))
+        .and_then(|m| m["api"].as_str())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
+    if let Some(url) = leader_api {
+        if let Ok(leader_view) = client.at(&url).get_within("/api/v1/cluster", quick).await {
+            view["members"] = leader_view["members"].clone();
+            view["members_from"] = leader_view["node_id"].clone();
         }
     }
+    let mut members = view["members"].as_array().cloned().unwrap_or_default();
+    for member in &mut members {
+        member["self"] = if member["id"] == asked {
+            figures(&view)
+        } else {
+            match member["api"].as_str().filter(|a| !a.is_empty()) {
+                Some(url) => match client.at(url).get_within("/api/v1/cluster", quick).await {
+                    Ok(v) => figures(&v),
+                    Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
+                },
+                None => Value::Null,
+            }
+        };
+    }
+    view["members"] = Value::Array(members);
+    Ok(view)
 }
 
 async fn incidents_action(action: IncidentsCommand) -> anyhow::Result<ExitCode> {
@@ -958,24 +1091,32 @@ fn incident_notes(i: &Value) -> String {
 
 fn print_cluster(v: &Value) {
     println!(
-        "node {} ({}) is {}; leader: {}; term {}; last log {}; applied {}",
+        "asked node {} ({}): {}; leader: {}; term {}",
         s(&v["node_id"]),
         s(&v["site"]),
         s(&v["role"]),
         s(&v["leader"]),
         s(&v["term"]),
-        s(&v["last_log_index"]),
-        s(&v["applied_index"])
     );
     let rows: Vec<Vec<String>> = v["members"]
         .as_array()
         .map(|a| {
             a.iter()
                 .map(|m| {
+                    let own = &m["self"];
                     let role = if m["leader"] == true {
                         format!("{} (leader)", s(&m["role"]))
                     } else {
                         s(&m["role"])
+                    };
+                    let reachable = match (&m["reachable"], own.get("error")) {
+                        (Value::Bool(true), _) => "yes".to_string(),
+                        (Value::Bool(false), _) => {
+                            format!("NO ({} ago)", human_ms(&m["last_answer_ms"]))
+                        }
+                        (_, Some(_)) => "NO (api)".to_string(),
+                        (_, None) if own.is_object() => "yes (api)".to_string(),
+                        _ => "-".to_string(),
                     };
                     vec![
                         s(&m["id"]),
@@ -986,12 +1127,32 @@ fn print_cluster(v: &Value) {
                         } else {
                             "no (witness)".into()
                         },
-                        s(&m["addr"]),
+                        reachable,
+                        s(&own["last_log_index"]),
+                        s(&own["applied_index"]),
                         s(&m["lag"]),
+                        s(&own["leader"]),
+                        s(&own["term"]),
+                        s(&m["addr"]),
                     ]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&["ID", "SITE", "ROLE", "PROBES", "RAFT ADDR", "LAG"], &rows);
+    table(
+        &[
+            "ID",
+            "SITE",
+            "ROLE",
+            "PROBES",
+            "REACHABLE",
+            "LAST LOG",
+            "APPLIED",
+            "LAG",
+            "LEADER",
+            "TERM",
+            "RAFT ADDR",
+        ],
+        &rows,
+    );
 }

@@ -33,6 +33,35 @@ impl ApiClient {
         })
     }
 
+    /// The same client and token, talking to another node's API.
+    pub fn at(&self, base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// The API base URL this client talks to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GETs a JSON document, giving up after `timeout`.
+    ///
+    /// # Errors
+    /// When the node does not answer in time or answers with an error.
+    pub async fn get_within(&self, path: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(timeout)
+            .send()
+            .await
+            .with_context(|| format!("no answer from {}", self.base))?;
+        Self::json(resp).await
+    }
+
     /// GETs a JSON document.
     ///
     /// # Errors

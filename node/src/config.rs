@@ -27,7 +27,32 @@ pub struct NodeConfig {
     pub tls: TlsPaths,
     pub token_file: PathBuf,
     pub initial_members: Vec<Member>,
+    /// `[raft]`: when the log is compacted.
+    pub log: LogPolicy,
 }
+
+/// When raft snapshots the state and purges the log (`[raft]` in node.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogPolicy {
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the
+    /// log rather than a whole snapshot.
+    pub log_kept: u64,
+}
+
+impl Default for LogPolicy {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 5_000,
+            log_kept: 1_000,
+        }
+    }
+}
+
+/// The smallest `[raft] snapshot_every` accepted.
+pub const SNAPSHOT_EVERY_MIN: u64 = 20;
 
 #[derive(Debug, Clone)]
 pub struct TlsPaths {
@@ -64,6 +89,10 @@ struct RawNode {
     api: RawApi,
     #[serde(default)]
     initial_member: Vec<RawMember>,
+    #[serde(default)]
+    join: bool,
+    #[serde(default)]
+    raft: LogPolicy,
 }
 
 #[derive(Deserialize)]
@@ -156,10 +185,28 @@ impl NodeConfig {
         if raw.site.trim().is_empty() {
             errors.push((whole, "site must not be empty".into()));
         }
-        if raw.initial_member.is_empty() {
+        if raw.raft.snapshot_every < SNAPSHOT_EVERY_MIN {
             errors.push((
                 whole,
-                "at least one [[initial_member]] is required (include this node)".into(),
+                format!(
+                    "[raft] snapshot_every = {} is below the minimum of {SNAPSHOT_EVERY_MIN}",
+                    raw.raft.snapshot_every
+                ),
+            ));
+        }
+        if raw.join && !raw.initial_member.is_empty() {
+            errors.push((
+                whole,
+                "join = true: a joining node has no [[initial_member]]; a running cluster adds \
+                 it (consentry cluster add)"
+                    .into(),
+            ));
+        } else if !raw.join && raw.initial_member.is_empty() {
+            errors.push((
+                whole,
+                "at least one [[initial_member]] is required (include this node), or join = true \
+                 for a node that a running cluster adds (consentry cluster add)"
+                    .into(),
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -206,6 +253,7 @@ impl NodeConfig {
                 key: abs(raw.tls.key),
             },
             token_file: abs(raw.api.token_file),
+            log: raw.raft,
             initial_members: raw
                 .initial_member
                 .into_iter()
@@ -238,6 +286,7 @@ impl NodeConfig {
                 key: dir.join("node-1.key"),
             },
             token_file: dir.join("api.token"),
+            log: LogPolicy::default(),
             initial_members: vec![Member {
                 id: 1,
                 site: "site-a".into(),
@@ -302,5 +351,34 @@ probe = false
         let bad = GOOD.replace("node_id = 1", "node_id = 7");
         let errs = NodeConfig::parse(&bad, Path::new("/")).unwrap_err();
         assert!(errs.iter().any(|e| e.1.contains("node_id 7")), "{errs:?}");
+    }
+
+    #[test]
+    fn a_joining_node_has_no_member_list_and_raft_tuning_is_bounded() {
+        let members_at = GOOD.find("[[initial_member]]").unwrap();
+        let joining = GOOD[..members_at].replace("probe_source_ip", "join = true\nprobe_source_ip");
+        let c = NodeConfig::parse(&joining, Path::new("/")).unwrap();
+        assert!(c.initial_members.is_empty());
+        assert_eq!(c.log, LogPolicy::default());
+
+        let both = GOOD.replace("probe_source_ip", "join = true\nprobe_source_ip");
+        let errs = NodeConfig::parse(&both, Path::new("/")).unwrap_err();
+        assert!(errs.iter().any(|e| e.1.contains("join = true")), "{errs:?}");
+        let neither = GOOD[..members_at].to_string();
+        let errs = NodeConfig::parse(&neither, Path::new("/")).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.1.contains("or join = true")),
+            "{errs:?}"
+        );
+
+        let tuned = format!("{GOOD}\n[raft]\nsnapshot_every = 100\nlog_kept = 7\n");
+        let c = NodeConfig::parse(&tuned, Path::new("/")).unwrap();
+        assert_eq!((c.log.snapshot_every, c.log.log_kept), (100, 7));
+        let tiny = format!("{GOOD}\n[raft]\nsnapshot_every = 1\n");
+        let errs = NodeConfig::parse(&tiny, Path::new("/")).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.1.contains("snapshot_every")),
+            "{errs:?}"
+        );
     }
 }

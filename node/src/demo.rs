@@ -93,6 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             },
             token_file: certs.join("api.token"),
             initial_members: members.clone(),
+            log: crate::config::LogPolicy::default(),
         };
         let seams = Seams {
             clock: SystemClock::shared(),

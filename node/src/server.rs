@@ -31,9 +31,6 @@ use crate::writer::Writer;
 pub const HEARTBEAT_MS: u64 = 250;
 pub const ELECTION_TIMEOUT_MS_MIN: u64 = 1_000;
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 2_000;
-/// Log entries between snapshots; older entries are purged after a snapshot.
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
-pub const LOG_ENTRIES_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
 /// How long shutdown waits for tasks before aborting them.
 pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
 /// Longest API token accepted from the token file.
@@ -179,6 +176,7 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
             exec_dirs: cfg.notify_exec_dirs.clone().into(),
         }),
         run_id: new_run_id(),
+        log: cfg.log,
     })
     .await?;
 
@@ -340,6 +338,8 @@ pub struct Parts<LS, SM> {
     pub notify: Arc<dyn Notify>,
     /// Names this run of the node among tick proposers (random per start in production).
     pub run_id: u64,
+    /// When the log is snapshotted and purged.
+    pub log: crate::config::LogPolicy,
 }
 
 /// Wires raft, the QUIC server, the leader's ticker and effects executor, and (on probing
@@ -366,14 +366,15 @@ where
         prober,
         notify,
         run_id,
+        log,
     } = parts;
     let config = openraft::Config {
         cluster_name: "consentry".into(),
         heartbeat_interval: HEARTBEAT_MS,
         election_timeout_min: ELECTION_TIMEOUT_MS_MIN,
         election_timeout_max: ELECTION_TIMEOUT_MS_MAX,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
-        max_in_snapshot_log_to_keep: LOG_ENTRIES_KEPT_AFTER_SNAPSHOT,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(log.snapshot_every),
+        max_in_snapshot_log_to_keep: log.log_kept,
         ..Default::default()
     }
     .validate()
@@ -443,6 +444,12 @@ async fn initialize(raft: &Raft, members: BTreeMap<u64, ClusterNode>) -> Result<
         .map_err(|e| StartError::Raft(e.to_string()))?
     {
         debug!("raft state found on disk; not initializing");
+        return Ok(());
+    }
+    if members.is_empty() {
+        info!(
+            "join = true: waiting for a running cluster to add this node (consentry cluster add)"
+        );
         return Ok(());
     }
     let count = members.len();

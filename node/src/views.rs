@@ -254,6 +254,10 @@ pub struct ClusterView {
     /// 0 before anything was written or applied.
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// The last log index in this node's newest snapshot (0: none yet).
+    pub snapshot_index: u64,
+    /// Log entries up to this index are purged after a snapshot (0: none yet).
+    pub purged_index: u64,
     pub members: Vec<MemberView>,
 }
 
@@ -268,9 +272,22 @@ pub struct MemberView {
     pub leader: bool,
     /// Replication lag in log entries, known only on the leader.
     pub lag: Option<u64>,
+    /// Whether the member answered this node's last RPCs within [`REACHABLE_WITHIN_MS`]
+    /// (`None`: this node has not sent it any; a follower mostly talks to the leader only).
+    pub reachable: Option<bool>,
+    /// Milliseconds since the member last answered this node.
+    pub last_answer_ms: Option<u64>,
 }
 
-pub fn cluster(raft: &Raft, node_id: u64, site: &str) -> ClusterView {
+/// A member that answered within this window counts as reachable (12 heartbeats).
+pub const REACHABLE_WITHIN_MS: u64 = 3_000;
+
+pub fn cluster(
+    raft: &Raft,
+    dialer: &consentry_cluster::transport::Dialer,
+    node_id: u64,
+    site: &str,
+) -> ClusterView {
     let m = raft.metrics().borrow().clone();
     let last = m.last_log_index;
     let membership = m.membership_config.membership();
@@ -295,6 +312,16 @@ pub fn cluster(raft: &Raft, node_id: u64, site: &str) -> ClusterView {
                         .saturating_sub(matched.map_or(0, |l| l.index))
                 })
             }),
+            reachable: if *id == node_id {
+                Some(true)
+            } else {
+                dialer
+                    .since_answer(*id)
+                    .map(|d| d.as_millis() as u64 <= REACHABLE_WITHIN_MS)
+            },
+            last_answer_ms: (*id != node_id)
+                .then(|| dialer.since_answer(*id).map(|d| d.as_millis() as u64))
+                .flatten(),
         })
         .collect();
     ClusterView {
@@ -305,6 +332,8 @@ pub fn cluster(raft: &Raft, node_id: u64, site: &str) -> ClusterView {
         term: m.current_term,
         last_log_index: last.unwrap_or(0),
         applied_index: m.last_applied.map_or(0, |l| l.index),
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged_index: m.purged.map_or(0, |l| l.index),
         members,
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use consentry_cluster::command::{Command, CommandResponse};
+use consentry_cluster::membership::{self, AdminError, AdminRequest};
 use consentry_cluster::types::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
@@ -13,6 +14,11 @@ pub const WRITE_ATTEMPTS_MAX: u32 = 8;
 pub const WRITE_BACKOFF_MS: u64 = 150;
 /// Timeout for one forwarded write.
 pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// Timeout for a forwarded membership request: a new learner may take a while to catch up.
+pub const ADMIN_FORWARD_TIMEOUT_MS: u64 =
+    consentry_cluster::membership::LEARNER_CATCH_UP_MS + 5_000;
+/// Nodes a membership request may be handed to before it gives up.
+const ADMIN_HOPS_MAX: usize = 3;
 
 /// A cloneable handle that writes commands through raft from any node.
 #[derive(Clone)]
@@ -29,6 +35,11 @@ impl Writer {
             dialer,
             self_id,
         }
+    }
+
+    /// The dialer this node's transport shares (it knows when each peer last answered).
+    pub fn dialer(&self) -> &consentry_cluster::transport::Dialer {
+        &self.dialer
     }
 
     /// Commits `cmd` and returns the state machine's answer. On a follower the command is
@@ -80,6 +91,62 @@ impl Writer {
             attempts: WRITE_ATTEMPTS_MAX,
             last: last.to_string(),
         })
+    }
+}
+
+impl Writer {
+    /// Runs an operator's membership request on the leader, or a leadership hand-over on
+    /// node `to` (`None`: this node). Follows one change of leader.
+    ///
+    /// # Errors
+    /// The leader's or the target's refusal, or why neither could be reached.
+    pub async fn admin(
+        &self,
+        request: AdminRequest,
+        to: Option<u64>,
+    ) -> Result<String, AdminError> {
+        let mut target = to.filter(|t| *t != self.self_id);
+        for _ in 0..ADMIN_HOPS_MAX {
+            let result = match target {
+                None => membership::execute(&self.raft, request.clone()).await,
+                Some(id) => {
+                    let node = self
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .cloned()
+                        .ok_or_else(|| AdminError::Refused(format!("node {id} is not a member")))?;
+                    consentry_cluster::transport::forward_admin(
+                        self.dialer.clone(),
+                        self.self_id,
+                        id,
+                        &node,
+                        request.clone(),
+                        Duration::from_millis(ADMIN_FORWARD_TIMEOUT_MS),
+                    )
+                    .await
+                    .map_err(|e| AdminError::Raft(format!("node {id} could not be reached: {e}")))?
+                }
+            };
+            match result {
+                Err(AdminError::NotLeader {
+                    leader: Some((leader, _)),
+                    ..
+                }) if request.needs_leader() && Some(leader) != target => {
+                    target = (leader != self.self_id).then_some(leader);
+                }
+                Err(AdminError::NotLeader { leader: None, .. }) => {
+                    return Err(AdminError::Raft(WriteError::NoLeader.to_string()))
+                }
+                other => return other,
+            }
+        }
+        Err(AdminError::Raft(
+            "the leader changed while the request was forwarded; try again".into(),
+        ))
     }
 }
 

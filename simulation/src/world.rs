@@ -356,6 +356,7 @@ async fn node_software(shared: Arc<Shared>, site: usize, disk: MemDisk) -> anyho
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             (id << 32) | (starts + 1)
         },
+        log: consentry_node::config::LogPolicy::default(),
     })
     .await?;
     if let Ok(mut nodes) = shared.nodes.lock() {

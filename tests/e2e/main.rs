@@ -33,6 +33,7 @@ mod t40_failover;
 mod t50_restart_tls;
 mod t55_snapshot;
 mod t60_bad_input;
+mod t65_membership;
 mod t70_probes_real;
 mod t75_conformance;
 mod t80_hostile;

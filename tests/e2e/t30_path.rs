@@ -19,6 +19,7 @@ fn one_site_failing_alone_is_path_suspect_not_an_incident() {
     }
     let world = World::three_nodes(&WorldOptions {
         probe_source_ip: vec![(1, BLOCKED_SOURCE.to_string())],
+        ..WorldOptions::default()
     });
     let receiver = Receiver::start(&world.handle());
     let web = Target::http(&world.handle(), Some(IpAddr::V4(BLOCKED_SOURCE)));

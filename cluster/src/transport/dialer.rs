@@ -6,14 +6,22 @@
 //! and [`Dialer::set_client_config`] changes what all of them present from the next
 //! connection on.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::types::NodeId;
 
 #[derive(Clone, Debug)]
 pub struct Dialer {
     endpoint: quinn::Endpoint,
     /// `None`: the endpoint's own default client configuration.
     client: Arc<RwLock<Option<quinn::ClientConfig>>>,
+    /// When each peer last answered an RPC this node sent.
+    answers: Arc<Mutex<BTreeMap<NodeId, Instant>>>,
 }
 
 impl Dialer {
@@ -21,7 +29,26 @@ impl Dialer {
         Self {
             endpoint,
             client: Arc::default(),
+            answers: Arc::default(),
         }
+    }
+
+    /// Notes that `peer` answered an RPC just now.
+    #[allow(clippy::disallowed_methods)] // Transport timing; tokio's clock (simulated under turmoil).
+    pub(crate) fn record_answer(&self, peer: NodeId) {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.insert(peer, Instant::now());
+    }
+
+    /// How long ago `peer` last answered an RPC from this node (`None`: never, or not
+    /// since this process started). The leader talks to every member each heartbeat; a
+    /// follower mostly to the leader.
+    #[allow(clippy::disallowed_methods)] // Transport timing; tokio's clock (simulated under turmoil).
+    pub fn since_answer(&self, peer: NodeId) -> Option<Duration> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers
+            .get(&peer)
+            .map(|at| Instant::now().saturating_duration_since(*at))
     }
 
     /// The client configuration every clone of this dialer uses for new connections.

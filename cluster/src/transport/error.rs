@@ -35,6 +35,15 @@ pub enum TransportError {
         addr: SocketAddr,
         source: quinn::ConnectionError,
     },
+    #[error(
+        "node {target} at {addr} speaks none of our protocol versions (we speak {ours}): it runs \
+         an incompatible consentry release; finish the rolling upgrade or roll it back"
+    )]
+    IncompatibleProtocol {
+        target: NodeId,
+        addr: SocketAddr,
+        ours: &'static str,
+    },
     #[error("connecting to node {target} timed out after {timeout_ms} ms")]
     ConnectTimeout { target: NodeId, timeout_ms: u128 },
     #[error("identifying the peer at {remote} failed: {reason}")]
@@ -101,6 +110,7 @@ impl TransportError {
             Self::Resolve { .. }
                 | Self::Connect { .. }
                 | Self::Handshake { .. }
+                | Self::IncompatibleProtocol { .. }
                 | Self::ConnectTimeout { .. }
                 | Self::PeerIdentity { .. }
                 | Self::OpenStream { .. }

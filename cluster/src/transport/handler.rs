@@ -9,9 +9,10 @@ use openraft::raft::{
 };
 
 use crate::command::Command;
+use crate::membership::{self, AdminRequest, AdminResult};
 use crate::types::{ClusterNode, NodeId, Raft, TypeConfig};
 
-/// Serves the four raft RPCs. Implemented by [`Raft`], which delegates to openraft.
+/// Serves the raft RPCs, forwarded writes and operators' requests. Implemented by [`Raft`], which delegates to openraft.
 ///
 /// The server has already checked that the request comes from the node named in the
 /// connection's certificate; a handler answers with the local raft's result, including
@@ -48,6 +49,9 @@ pub trait RpcHandler: Send + Sync + 'static {
             RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
         >,
     > + Send;
+
+    /// Runs an operator's membership or leadership request (see [`crate::membership`]).
+    fn admin(&self, request: AdminRequest) -> impl Future<Output = AdminResult> + Send;
 }
 
 impl RpcHandler for Raft {
@@ -80,5 +84,9 @@ impl RpcHandler for Raft {
         RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
     > {
         Raft::client_write(self, command).await
+    }
+
+    async fn admin(&self, request: AdminRequest) -> AdminResult {
+        membership::execute(self, request).await
     }
 }

@@ -78,6 +78,7 @@ impl PeerConnection {
             },
             Ok(Ok(response)) => {
                 self.timeouts_in_a_row = 0;
+                self.dialer.record_answer(self.target);
                 return Ok(response);
             }
             Ok(Err(error)) => error,
@@ -170,13 +171,21 @@ impl PeerConnection {
                 addr,
                 source,
             })?;
-        let connection = connecting
-            .await
-            .map_err(|source| TransportError::Handshake {
-                target: self.target,
-                addr,
-                source,
-            })?;
+        let connection = connecting.await.map_err(|source| {
+            if is_alpn_refusal(&source) {
+                TransportError::IncompatibleProtocol {
+                    target: self.target,
+                    addr,
+                    ours: crate::tls::ALPN_NAME,
+                }
+            } else {
+                TransportError::Handshake {
+                    target: self.target,
+                    addr,
+                    source,
+                }
+            }
+        })?;
         self.connection = Some(connection.clone());
         Ok(connection)
     }
@@ -211,6 +220,20 @@ impl PeerConnection {
     }
 }
 
+/// TLS alert 120 (`no_application_protocol`) as a QUIC crypto error, from either side: the
+/// two ends share no ALPN protocol, that is no protocol version.
+pub(crate) fn is_alpn_refusal(error: &quinn::ConnectionError) -> bool {
+    let alert = quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL_ALERT);
+    match error {
+        quinn::ConnectionError::ConnectionClosed(close) => close.error_code == alert,
+        quinn::ConnectionError::TransportError(error) => error.code == alert,
+        _ => false,
+    }
+}
+
+/// The TLS alert a server sends when the client offers none of its ALPN protocols.
+const NO_APPLICATION_PROTOCOL_ALERT: u8 = 120;
+
 /// Hands a write to another node (the leader) and returns its raft's answer.
 ///
 /// Opens a connection for this one call. When the remote is no longer the leader the error
@@ -242,6 +265,31 @@ pub async fn forward_client_write(
         other => Err(TransportError::UnexpectedResponse {
             target: target_id,
             expected: "ClientWrite",
+            got: other.name(),
+        }),
+    }
+}
+
+/// Hands an operator's request to another node (the leader, or the node that is to lead)
+/// and returns its answer. Opens a connection for this one call.
+///
+/// # Errors
+/// The transport action that failed (connect, stream, frame, decode, timeout, refusal).
+/// The remote's own refusal is the `Ok` value's `Err`.
+pub async fn forward_admin(
+    dialer: impl Into<crate::transport::Dialer>,
+    self_id: NodeId,
+    target_id: NodeId,
+    target: &ClusterNode,
+    request: crate::membership::AdminRequest,
+    timeout: Duration,
+) -> Result<crate::membership::AdminResult, TransportError> {
+    let mut peer = PeerConnection::new(dialer, self_id, target_id, target.addr.clone());
+    match peer.call(RpcBody::Admin(request), timeout).await? {
+        RpcResponse::Admin(result) => Ok(result),
+        other => Err(TransportError::UnexpectedResponse {
+            target: target_id,
+            expected: "Admin",
             got: other.name(),
         }),
     }

@@ -4,6 +4,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
+use crate::membership::AdminRequest;
 use crate::types::{NodeId, TypeConfig};
 
 /// One RPC: who sends it and what it asks. The server checks `from` (and the raft vote a
@@ -14,7 +15,7 @@ pub struct RpcRequest {
     pub body: RpcBody,
 }
 
-/// The four RPCs a node serves.
+/// The RPCs a node serves: raft's three, and two that operators' requests travel by.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RpcBody {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
@@ -22,6 +23,9 @@ pub enum RpcBody {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A write a follower forwards to the leader.
     ClientWrite(Command),
+    /// A membership operation for the leader, or a leadership hand-over for the receiver.
+    /// Kept last: bincode numbers variants by position.
+    Admin(AdminRequest),
 }
 
 impl RpcBody {
@@ -32,6 +36,7 @@ impl RpcBody {
             Self::Vote(_) => "Vote",
             Self::InstallSnapshot(_) => "InstallSnapshot",
             Self::ClientWrite(_) => "ClientWrite",
+            Self::Admin(_) => "Admin",
         }
     }
 
@@ -42,7 +47,7 @@ impl RpcBody {
             Self::AppendEntries(rpc) => &rpc.vote,
             Self::Vote(rpc) => &rpc.vote,
             Self::InstallSnapshot(rpc) => &rpc.vote,
-            Self::ClientWrite(_) => return None,
+            Self::ClientWrite(_) | Self::Admin(_) => return None,
         };
         vote.leader_id().voted_for()
     }

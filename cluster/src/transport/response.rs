@@ -6,6 +6,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::membership::AdminResult;
 use crate::types::{ClusterNode, NodeId, TypeConfig};
 
 /// The answer to one [`crate::transport::RpcRequest`]: the local raft's result for the
@@ -26,6 +27,9 @@ pub enum RpcResponse {
     /// The server would not run the request (undecodable, too large, sender mismatch,
     /// handler timeout), with why.
     Refused(String),
+    /// The outcome of an [`crate::transport::RpcBody::Admin`] request. Kept last: bincode
+    /// numbers variants by position.
+    Admin(AdminResult),
 }
 
 impl RpcResponse {
@@ -37,6 +41,7 @@ impl RpcResponse {
             Self::InstallSnapshot(_) => "InstallSnapshot",
             Self::ClientWrite(_) => "ClientWrite",
             Self::Refused(_) => "Refused",
+            Self::Admin(_) => "Admin",
         }
     }
 }

@@ -117,7 +117,16 @@ async fn serve_connection<H: RpcHandler>(
         result = handshake => match result {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => {
-                warn!(%remote, %error, "raft connection handshake failed");
+                if crate::transport::peer::is_alpn_refusal(&error) {
+                    warn!(
+                        %remote,
+                        ours = crate::tls::ALPN_NAME,
+                        "refused a raft connection: the peer speaks none of our protocol versions \
+                         (an incompatible consentry release; finish or roll back the upgrade)"
+                    );
+                } else {
+                    warn!(%remote, %error, "raft connection handshake failed");
+                }
                 return;
             }
             Err(_) => {
@@ -281,6 +290,7 @@ async fn dispatch<H: RpcHandler>(handler: &H, body: RpcBody) -> RpcResponse {
         RpcBody::ClientWrite(command) => {
             RpcResponse::ClientWrite(handler.client_write(command).await)
         }
+        RpcBody::Admin(request) => RpcResponse::Admin(handler.admin(request).await),
     }
 }
 
@@ -372,6 +382,13 @@ mod tests {
                     leader_node: None,
                 },
             )))
+        }
+
+        async fn admin(
+            &self,
+            request: crate::membership::AdminRequest,
+        ) -> crate::membership::AdminResult {
+            Ok(format!("{request:?}"))
         }
     }
 
@@ -550,6 +567,27 @@ mod tests {
         let mut peer = server.peer(&material(other.path(), "node-2"), 2);
         let err = peer.call(vote(2), RPC_TIMEOUT).await.unwrap_err();
         assert!(matches!(err, TransportError::Handshake { .. }), "{err}");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn transport_refuses_a_peer_speaking_another_protocol_version() {
+        let server = Server::start();
+        let tls = material(server.certs.path(), "node-2");
+        let mut crypto = tls.client_crypto().unwrap();
+        crypto.alpn_protocols = vec![b"consentry/2".to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+        let mut client = endpoint("127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        let mut peer = PeerConnection::new(client, 2, 1, server.node.addr.clone());
+        let err = peer.call(vote(2), RPC_TIMEOUT).await.unwrap_err();
+        assert!(
+            matches!(err, TransportError::IncompatibleProtocol { target: 1, .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("consentry/1"), "{text}");
+        assert!(text.contains("rolling upgrade"), "{text}");
         server.stop().await;
     }
 

@@ -26,7 +26,7 @@ pub use poll::{hold_for, wait_until, Deadline};
 pub use ports::free_tcp_port;
 pub use receiver::{Hook, Receiver};
 pub use target::Target;
-pub use views::{id_string, ClusterView};
+pub use views::{describe_incidents, id_string, ClusterView};
 pub use world::{World, WorldOptions, CHECKS_OK_TIMEOUT, FORM_TIMEOUT, SITE_A, SITE_B, SITE_C};
 
 /// The check interval every test uses (`interval = "1s"`).

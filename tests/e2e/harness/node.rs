@@ -22,17 +22,43 @@ pub struct NodeSpec {
     /// `false` for the witness, which votes but never probes.
     pub probe: bool,
     pub probe_source_ip: Option<String>,
+    /// The address raft binds (loopback unless the node lives in a network namespace).
+    pub raft_host: String,
     pub raft_port: u16,
+    pub api_host: String,
     pub api_port: u16,
+    /// `join = true`: a node a running cluster adds; it has no `initial_member` list.
+    pub join: bool,
+    /// More node.toml, appended after everything else (tables such as `[raft]`).
+    pub extra: String,
+    /// The network namespace the process runs in (`ip netns exec`).
+    pub netns: Option<String>,
 }
 
 impl NodeSpec {
+    /// A node on loopback with fresh ports.
+    pub fn loopback(id: u64, site: &str, probe: bool) -> Self {
+        Self {
+            id,
+            site: site.to_owned(),
+            probe,
+            probe_source_ip: None,
+            raft_host: "127.0.0.1".to_owned(),
+            raft_port: super::ports::free_udp_port(),
+            api_host: "127.0.0.1".to_owned(),
+            api_port: super::ports::free_tcp_port(),
+            join: false,
+            extra: String::new(),
+            netns: None,
+        }
+    }
+
     pub fn raft_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.raft_port)
+        format!("{}:{}", self.raft_host, self.raft_port)
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("http://{}:{}", self.api_host, self.api_port)
     }
 }
 
@@ -57,8 +83,11 @@ pub fn render_config(
     let _ = writeln!(text, "site = \"{}\"", spec.site);
     let _ = writeln!(text, "data_dir = \"{}\"", data_dir.display());
     let _ = writeln!(text, "listen_raft = \"{}\"", spec.raft_addr());
-    let _ = writeln!(text, "listen_api = \"127.0.0.1:{}\"", spec.api_port);
+    let _ = writeln!(text, "listen_api = \"{}:{}\"", spec.api_host, spec.api_port);
     let _ = writeln!(text, "probe = {}", spec.probe);
+    if spec.join {
+        let _ = writeln!(text, "join = true");
+    }
     if let Some(ip) = &spec.probe_source_ip {
         let _ = writeln!(text, "probe_source_ip = \"{ip}\"");
     }
@@ -78,6 +107,8 @@ pub fn render_config(
             let _ = writeln!(text, "probe = false");
         }
     }
+    text.push('\n');
+    text.push_str(&spec.extra);
     text
 }
 
@@ -141,7 +172,15 @@ impl NodeProc {
             self.id()
         );
         let stdout = log.try_clone().expect("clone log handle");
-        let mut cmd = Command::new(binary());
+        let mut cmd = match &self.spec.netns {
+            None => Command::new(binary()),
+            Some(ns) => {
+                // `ip netns exec` execs the binary: the child's pid is the node's.
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns.as_str(), binary()]);
+                cmd
+            }
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config_path)

@@ -37,6 +37,13 @@ pub struct ClusterView {
     pub last_log_index: u64,
     #[serde(deserialize_with = "null_as_zero")]
     pub applied_index: u64,
+    #[serde(default)]
+    pub snapshot_index: u64,
+    #[serde(default)]
+    pub purged_index: u64,
+    /// This node's raft role (Leader, Follower, Learner, ...).
+    #[serde(default)]
+    pub role: String,
     pub members: Vec<MemberView>,
 }
 
@@ -49,9 +56,18 @@ pub struct MemberView {
     pub api: Option<String>,
     pub role: String,
     pub probe: bool,
+    /// Entries behind the leader (the leader's view).
+    #[serde(default)]
+    pub lag: Option<u64>,
+    #[serde(default)]
+    pub reachable: Option<bool>,
 }
 
 impl ClusterView {
+    pub fn member(&self, id: u64) -> Option<&MemberView> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
     pub fn member_ids(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
         ids.sort_unstable();

@@ -12,7 +12,6 @@ use tokio::runtime::{Handle, Runtime};
 use super::cli::{run_cli, CliOutput};
 use super::node::{NodeProc, NodeSpec, TlsPaths};
 use super::poll::wait_until;
-use super::ports::{free_tcp_port, free_udp_port};
 use super::views::{parse, ClusterView, IncidentView, IncidentsView, StatusView};
 
 /// Time for three fresh processes to elect a leader and agree on it.
@@ -32,6 +31,8 @@ pub const SITE_C: &str = "site-c";
 pub struct WorldOptions {
     /// `probe_source_ip` per node id.
     pub probe_source_ip: Vec<(u64, String)>,
+    /// More node.toml for every node (tables, e.g. `[raft]`).
+    pub extra_config: String,
 }
 
 /// Everything one test owns. Dropping it kills every node (SIGKILL), stops the servers
@@ -88,16 +89,13 @@ impl World {
         let specs: Vec<NodeSpec> = [(1, SITE_A, true), (2, SITE_B, true), (3, SITE_C, false)]
             .into_iter()
             .map(|(id, site, probe)| NodeSpec {
-                id,
-                site: site.to_owned(),
-                probe,
                 probe_source_ip: options
                     .probe_source_ip
                     .iter()
                     .find(|(node, _)| *node == id)
                     .map(|(_, ip)| ip.clone()),
-                raft_port: free_udp_port(),
-                api_port: free_tcp_port(),
+                extra: options.extra_config.clone(),
+                ..NodeSpec::loopback(id, site, probe)
             })
             .collect();
         for spec in &specs {
@@ -132,14 +130,7 @@ impl World {
     pub fn start_foreign_node(&mut self, id: u64, site: &str) -> u64 {
         let other = self.root.join("other-ca");
         certs_init(&self.root, &other, &[id]);
-        let spec = NodeSpec {
-            id,
-            site: site.to_owned(),
-            probe: false,
-            probe_source_ip: None,
-            raft_port: free_udp_port(),
-            api_port: free_tcp_port(),
-        };
+        let spec = NodeSpec::loopback(id, site, false);
         let mut members: Vec<NodeSpec> = self.nodes.iter().map(|n| n.spec.clone()).collect();
         members.push(spec.clone());
         let tls = TlsPaths {
@@ -152,6 +143,52 @@ impl World {
         node.start(&self.root);
         self.nodes.push(node);
         id
+    }
+
+    /// Issues node `id` a certificate from the cluster's CA (`consentry certs issue`) and
+    /// starts it with `join = true`, so it waits for `consentry cluster add`. Not a member
+    /// until the test makes it one ([`World::set_members`]).
+    pub fn start_joining_node(
+        &mut self,
+        id: u64,
+        site: &str,
+        probe: bool,
+        extra: &str,
+    ) -> NodeSpec {
+        let dir_arg = self.certs_dir.to_string_lossy().into_owned();
+        run_cli(
+            &self.root,
+            [
+                "certs",
+                "issue",
+                "--dir",
+                dir_arg.as_str(),
+                "--nodes",
+                &id.to_string(),
+            ],
+            &[],
+        )
+        .expect_success();
+        let spec = NodeSpec {
+            join: true,
+            extra: extra.to_owned(),
+            ..NodeSpec::loopback(id, site, probe)
+        };
+        let tls = TlsPaths {
+            ca: "../certs/ca.pem".to_owned(),
+            cert: format!("../certs/node-{id}.pem"),
+            key: format!("../certs/node-{id}.key"),
+            token_file: self.certs_dir.join("api.token"),
+        };
+        let node = NodeProc::create(&self.root, spec.clone(), &tls, &[]);
+        node.start(&self.root);
+        self.nodes.push(node);
+        spec
+    }
+
+    /// The nodes the test now counts as members (after adding or removing some).
+    pub fn set_members(&mut self, ids: &[u64]) {
+        self.member_ids = ids.to_vec();
     }
 
     pub fn handle(&self) -> Handle {

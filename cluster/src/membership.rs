@@ -1,0 +1,270 @@
+//! Membership operations an operator asks for: add a learner, promote it, remove a node,
+//! and hand leadership to a node.
+//!
+//! The leader runs the first three (openraft's `add_learner` and `change_membership`); any
+//! node forwards them to it over the cluster transport ([`crate::transport::RpcBody::Admin`]).
+//! A leadership hand-over runs on the node that is to lead: openraft 0.9 has no transfer, so
+//! that node stands for election ([`openraft::Raft::trigger`]), which a caught-up node wins
+//! once the current leader grants its vote (see docs/operations.md for when it does not).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ClusterNode, NodeId, Raft};
+
+/// How long an added learner may take to catch up before the answer says it still is.
+pub const LEARNER_CATCH_UP_MS: u64 = 20_000;
+/// How long a node standing for election waits to be seen as leader.
+pub const TAKE_LEADERSHIP_MS: u64 = 8_000;
+/// A learner further behind than this many log entries is not promoted.
+pub const PROMOTE_LAG_MAX: u64 = 200;
+
+/// What an operator asks of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Add `id` as a learner: it replicates the log (and probes, when `node.probe`) but
+    /// does not vote.
+    AddLearner { id: NodeId, node: ClusterNode },
+    /// Make learner `id` a voter.
+    Promote { id: NodeId },
+    /// Remove `id`, voter or learner, from the cluster.
+    Remove { id: NodeId },
+    /// Asks the receiving node to become the leader.
+    TakeLeadership,
+}
+
+impl AdminRequest {
+    /// Whether the leader must run it (all but a leadership hand-over).
+    pub fn needs_leader(&self) -> bool {
+        !matches!(self, Self::TakeLeadership)
+    }
+}
+
+/// Why an operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AdminError {
+    /// This node is not the leader; the leader, when known.
+    #[error("node {node} is not the leader")]
+    NotLeader {
+        node: NodeId,
+        leader: Option<(NodeId, ClusterNode)>,
+    },
+    /// The request makes no sense for the current membership (with why).
+    #[error("{0}")]
+    Refused(String),
+    /// raft could not do it (no quorum, a change already in progress, shutting down).
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// What a successful operation did, in words for the operator.
+pub type AdminResult = Result<String, AdminError>;
+
+/// Runs `request` on this node's raft.
+pub async fn execute(raft: &Raft, request: AdminRequest) -> AdminResult {
+    match request {
+        AdminRequest::AddLearner { id, node } => add_learner(raft, id, node).await,
+        AdminRequest::Promote { id } => promote(raft, id).await,
+        AdminRequest::Remove { id } => remove(raft, id).await,
+        AdminRequest::TakeLeadership => take_leadership(raft).await,
+    }
+}
+
+/// The current membership: voter ids and every node (voters and learners).
+fn membership(raft: &Raft) -> (BTreeSet<NodeId>, BTreeMap<NodeId, ClusterNode>) {
+    let metrics = raft.metrics().borrow().clone();
+    let m = metrics.membership_config.membership();
+    (
+        m.voter_ids().collect(),
+        m.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+    )
+}
+
+/// `NotLeader` unless this node leads.
+fn leader_only(raft: &Raft) -> Result<(), AdminError> {
+    let metrics = raft.metrics().borrow().clone();
+    if metrics.state == ServerState::Leader {
+        return Ok(());
+    }
+    let leader = metrics.current_leader.and_then(|id| {
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| (id, n.clone()))
+    });
+    Err(AdminError::NotLeader {
+        node: metrics.id,
+        leader,
+    })
+}
+
+fn raft_error(
+    raft: &Raft,
+    e: RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
+) -> AdminError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(fwd)) => AdminError::NotLeader {
+            node: raft.metrics().borrow().id,
+            leader: fwd.leader_id.zip(fwd.leader_node),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            AdminError::Refused(e.to_string())
+        }
+        other => AdminError::Raft(other.to_string()),
+    }
+}
+
+/// Entries `id` is behind the leader's last log entry (`None`: not replicating to it).
+fn lag(raft: &Raft, id: NodeId) -> Option<u64> {
+    let metrics = raft.metrics().borrow().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = metrics.replication.as_ref()?.get(&id).copied()?;
+    Some(last.saturating_sub(matched.map_or(0, |l| l.index)))
+}
+
+async fn add_learner(raft: &Raft, id: NodeId, node: ClusterNode) -> AdminResult {
+    leader_only(raft)?;
+    if node.addr.trim().is_empty() || node.site.trim().is_empty() {
+        return Err(AdminError::Refused(
+            "a new node needs its raft address and its site".into(),
+        ));
+    }
+    let (voters, nodes) = membership(raft);
+    if voters.contains(&id) {
+        return Err(AdminError::Refused(format!("node {id} is already a voter")));
+    }
+    if let Some(existing) = nodes.get(&id) {
+        if *existing != node {
+            return Err(AdminError::Refused(format!(
+                "node {id} is already a learner as {existing} (probe = {}); remove it first to \
+                 change its address, site or role",
+                existing.probe
+            )));
+        }
+    }
+    if let Some((other, _)) = nodes
+        .iter()
+        .find(|(other, n)| **other != id && n.addr == node.addr)
+    {
+        return Err(AdminError::Refused(format!(
+            "node {other} already uses the raft address {}",
+            node.addr
+        )));
+    }
+    let role = if node.probe {
+        "probing learner"
+    } else {
+        "learner"
+    };
+    let described = format!("node {id} ({node})");
+    // The membership entry commits first; the wait is only for the new node to catch up.
+    let wait = Duration::from_millis(LEARNER_CATCH_UP_MS);
+    match tokio::time::timeout(wait, raft.add_learner(id, node, true)).await {
+        Ok(Ok(_)) => Ok(format!("{described} added as a {role} and caught up")),
+        Ok(Err(e)) => Err(raft_error(raft, e)),
+        Err(_) => Ok(format!(
+            "{described} added as a {role}; it has not caught up within {} s (is it running, \
+             and does its certificate come from this cluster's CA?)",
+            LEARNER_CATCH_UP_MS / 1_000
+        )),
+    }
+}
+
+async fn promote(raft: &Raft, id: NodeId) -> AdminResult {
+    leader_only(raft)?;
+    let (voters, nodes) = membership(raft);
+    if voters.contains(&id) {
+        return Ok(format!("node {id} is already a voter"));
+    }
+    if !nodes.contains_key(&id) {
+        return Err(AdminError::Refused(format!(
+            "node {id} is not a learner; add it first (consentry cluster add)"
+        )));
+    }
+    match lag(raft, id) {
+        Some(behind) if behind <= PROMOTE_LAG_MAX => {}
+        Some(behind) => {
+            return Err(AdminError::Refused(format!(
+                "node {id} is {behind} log entries behind (at most {PROMOTE_LAG_MAX} to be \
+                 promoted); wait for it to catch up"
+            )))
+        }
+        None => {
+            return Err(AdminError::Refused(format!(
+                "the leader is not replicating to node {id} yet"
+            )))
+        }
+    }
+    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(|e| raft_error(raft, e))?;
+    Ok(format!("node {id} is a voter"))
+}
+
+async fn remove(raft: &Raft, id: NodeId) -> AdminResult {
+    leader_only(raft)?;
+    let (voters, nodes) = membership(raft);
+    if !nodes.contains_key(&id) {
+        return Err(AdminError::Refused(format!("node {id} is not a member")));
+    }
+    let change = if voters.contains(&id) {
+        if voters.len() == 1 {
+            return Err(AdminError::Refused(format!(
+                "node {id} is the only voter; add and promote another node first"
+            )));
+        }
+        // `retain = false`: the removed voter leaves the cluster, not the voter set only.
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    raft.change_membership(change, false)
+        .await
+        .map_err(|e| raft_error(raft, e))?;
+    Ok(format!("node {id} removed"))
+}
+
+async fn take_leadership(raft: &Raft) -> AdminResult {
+    let metrics = raft.metrics().borrow().clone();
+    let me = metrics.id;
+    if metrics.state == ServerState::Leader {
+        return Ok(format!("node {me} is already the leader"));
+    }
+    if !metrics
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == me)
+    {
+        return Err(AdminError::Refused(format!(
+            "node {me} is not a voter; promote it first"
+        )));
+    }
+    raft.trigger()
+        .elect()
+        .await
+        .map_err(|e| AdminError::Raft(e.to_string()))?;
+    let won = raft
+        .wait(Some(Duration::from_millis(TAKE_LEADERSHIP_MS)))
+        .metrics(|m| m.state == ServerState::Leader, "this node leads")
+        .await;
+    match won {
+        Ok(m) => Ok(format!("node {me} is the leader (term {})", m.current_term)),
+        Err(_) => {
+            let now = raft.metrics().borrow().clone();
+            Err(AdminError::Refused(format!(
+                "node {me} stood for election but did not win within {} s (leader now: {}); \
+                 the other voters still heard from the old leader, or this node's log is \
+                 behind theirs",
+                TAKE_LEADERSHIP_MS / 1_000,
+                now.current_leader
+                    .map_or_else(|| "none".to_string(), |l| l.to_string())
+            )))
+        }
+    }
+}
