@@ -37,5 +37,6 @@ mod t65_membership;
 mod t70_probes_real;
 mod t75_conformance;
 mod t80_hostile;
+mod t85_multihost;
 mod t90_notifiers;
 mod t95_alerting;

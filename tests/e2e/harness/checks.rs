@@ -43,6 +43,21 @@ impl ChecksFile {
         self
     }
 
+    /// A TCP connect check of `host`:`port`.
+    pub fn tcp_at(mut self, name: &str, host: &str, port: u16) -> Self {
+        let _ = write!(
+            self.body,
+            "\n[[check]]\nname = \"{name}\"\nkind = \"tcp\"\nhost = \"{host}\"\nport = {port}\n"
+        );
+        self
+    }
+
+    /// `[operator] notify = ["ops"]`: operator alerts go to the `ops` webhook.
+    pub fn operator_alerts(mut self) -> Self {
+        let _ = write!(self.body, "\n[operator]\nnotify = [\"ops\"]\n");
+        self
+    }
+
     /// Appends `key = value` (`value` already TOML, e.g. `["host"]` or `{ sites = 2, rounds = 1 }`)
     /// to the table written last; call it right after the check it belongs to.
     pub fn with(mut self, key: &str, value: &str) -> Self {

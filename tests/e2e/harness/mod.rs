@@ -8,6 +8,7 @@ mod cli;
 mod clock;
 mod expect;
 mod http1;
+pub mod netns;
 mod node;
 mod poll;
 mod ports;

@@ -207,6 +207,33 @@ impl NodeProc {
         }
     }
 
+    /// SIGTERM (what `systemctl restart` sends) and reap, SIGKILL after `grace`. No-op when
+    /// not running.
+    pub fn stop(&self, grace: std::time::Duration) {
+        if let Some(mut child) = self.child.borrow_mut().take() {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+            // SAFETY: kill(2) with a pid this harness spawned and has not reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            let deadline = super::poll::Deadline::after(grace);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                if deadline.remaining().is_zero() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "node {} did not stop within {grace:?} of SIGTERM",
+                        self.id()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+
     /// SIGKILL and reap. No-op when not running.
     pub fn kill9(&self) {
         if let Some(mut child) = self.child.borrow_mut().take() {

@@ -138,9 +138,14 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(rt: &Handle) -> Self {
+        Self::start_at(rt, "127.0.0.1")
+    }
+
+    /// A receiver on `ip` (a port the kernel picks).
+    pub fn start_at(rt: &Handle, ip: &str) -> Self {
         let listener = rt
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the webhook receiver on 127.0.0.1:0");
+            .block_on(TcpListener::bind(format!("{ip}:0")))
+            .unwrap_or_else(|e| panic!("bind the webhook receiver on {ip}:0: {e}"));
         let url = format!(
             "http://{}/hook",
             listener.local_addr().expect("receiver local_addr")

@@ -36,6 +36,8 @@ struct Inner {
     /// Requests from this peer address get 403 (HTTP) or an immediate close (TCP).
     refuse_peer: Option<IpAddr>,
     rt: Handle,
+    /// The network namespace the listener lives in (`None`: the test's own).
+    netns: Option<String>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
     /// Shared with the accept task, which must not hold `Inner` (dropping `Inner` stops it).
     requests_by_peer: Arc<Mutex<HashMap<IpAddr, u64>>>,
@@ -60,10 +62,29 @@ impl Target {
         Self::start(rt, Kind::Tcp, None)
     }
 
+    /// An HTTP server on `ip` (port chosen by the kernel) inside network namespace `netns`.
+    pub fn http_in(rt: &Handle, netns: &str, ip: &str) -> Self {
+        Self::start_in(rt, Kind::Http, None, Some(netns.to_owned()), ip)
+    }
+
+    /// A TCP server on `ip` inside network namespace `netns`.
+    pub fn tcp_in(rt: &Handle, netns: &str, ip: &str) -> Self {
+        Self::start_in(rt, Kind::Tcp, None, Some(netns.to_owned()), ip)
+    }
+
     fn start(rt: &Handle, kind: Kind, refuse_peer: Option<IpAddr>) -> Self {
-        let listener = rt
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind a target on 127.0.0.1:0");
+        Self::start_in(rt, kind, refuse_peer, None, "127.0.0.1")
+    }
+
+    fn start_in(
+        rt: &Handle,
+        kind: Kind,
+        refuse_peer: Option<IpAddr>,
+        netns: Option<String>,
+        ip: &str,
+    ) -> Self {
+        let wanted: SocketAddr = format!("{ip}:0").parse().expect("a target IP");
+        let listener = bind(rt, netns.as_deref(), wanted);
         let addr = listener.local_addr().expect("target local_addr");
         let target = Self {
             inner: Arc::new(Inner {
@@ -71,6 +92,7 @@ impl Target {
                 addr,
                 refuse_peer,
                 rt: rt.clone(),
+                netns,
                 accept_task: Mutex::new(None),
                 requests_by_peer: Arc::default(),
             }),
@@ -100,11 +122,7 @@ impl Target {
 
     /// Listens again on the same port.
     pub fn resume(&self) {
-        let listener = self
-            .inner
-            .rt
-            .block_on(TcpListener::bind(self.inner.addr))
-            .unwrap_or_else(|e| panic!("re-bind target {}: {e}", self.inner.addr));
+        let listener = bind(&self.inner.rt, self.inner.netns.as_deref(), self.inner.addr);
         self.serve(listener);
     }
 
@@ -188,4 +206,19 @@ impl Drop for Inner {
             task.abort();
         }
     }
+}
+
+/// A listener on `addr`, inside `netns` when given (the socket is made on a thread that
+/// entered the namespace, and stays there).
+fn bind(rt: &Handle, netns: Option<&str>, addr: SocketAddr) -> TcpListener {
+    let std_listener = match netns {
+        None => std::net::TcpListener::bind(addr),
+        Some(ns) => super::netns::in_netns(ns, move || std::net::TcpListener::bind(addr)),
+    }
+    .unwrap_or_else(|e| panic!("bind a target on {addr} (netns {netns:?}): {e}"));
+    std_listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let _guard = rt.enter();
+    TcpListener::from_std(std_listener).expect("register the listener with tokio")
 }

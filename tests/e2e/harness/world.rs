@@ -47,6 +47,8 @@ pub struct World {
     certs_dir: PathBuf,
     token: String,
     dir: Option<TempDir>,
+    /// The namespaces of a multi-host world; dropped after the nodes are killed.
+    net: Option<super::netns::Net>,
 }
 
 impl World {
@@ -79,6 +81,94 @@ impl World {
             certs_dir,
             token,
             dir: Some(dir),
+            net: None,
+        }
+    }
+
+    /// One node per site of `net`, each in its site's namespace, formed from one
+    /// `initial_member` list whose API URLs are the management addresses. `extra` is more
+    /// node.toml for every node.
+    pub fn multi_host(net: super::netns::Net, sites: &[&str], extra: &str) -> Self {
+        let mut world = Self::new();
+        let specs: Vec<NodeSpec> = sites
+            .iter()
+            .map(|name| net_spec(net.site(name), extra, false))
+            .collect();
+        for spec in &specs {
+            let tls = world.tls_for(spec.id);
+            world
+                .nodes
+                .push(NodeProc::create(&world.root, spec.clone(), &tls, &specs));
+        }
+        world.member_ids = specs.iter().map(|s| s.id).collect();
+        info!(
+            "starting {} nodes in their own network namespaces: {}",
+            specs.len(),
+            specs
+                .iter()
+                .map(|s| format!(
+                    "{} ({}) raft {} api {}",
+                    s.id,
+                    s.site,
+                    s.raft_addr(),
+                    s.api_url()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for node in &world.nodes {
+            node.start(&world.root);
+        }
+        world.net = Some(net);
+        world
+    }
+
+    /// The namespaces of a multi-host world.
+    pub fn net(&self) -> &super::netns::Net {
+        self.net.as_ref().expect("not a multi-host world")
+    }
+
+    /// Adds site `name` with node `id` to the multi-host network, issues the node a
+    /// certificate and starts it with `join = true` in its namespace.
+    pub fn start_joining_site(&mut self, name: &str, id: u64, extra: &str) -> NodeSpec {
+        let site = self
+            .net
+            .as_mut()
+            .expect("not a multi-host world")
+            .add_site(name, id, true);
+        self.issue_cert(id);
+        let spec = net_spec(&site, extra, true);
+        let tls = self.tls_for(id);
+        let node = NodeProc::create(&self.root, spec.clone(), &tls, &[]);
+        node.start(&self.root);
+        self.nodes.push(node);
+        spec
+    }
+
+    fn issue_cert(&self, id: u64) {
+        let dir_arg = self.certs_dir.to_string_lossy().into_owned();
+        run_cli(
+            &self.root,
+            [
+                "certs",
+                "issue",
+                "--dir",
+                dir_arg.as_str(),
+                "--nodes",
+                &id.to_string(),
+            ],
+            &[],
+        )
+        .expect_success();
+    }
+
+    fn tls_for(&self, id: u64) -> TlsPaths {
+        TlsPaths {
+            // Relative on purpose: the node must resolve them against node.toml's directory.
+            ca: "../certs/ca.pem".to_owned(),
+            cert: format!("../certs/node-{id}.pem"),
+            key: format!("../certs/node-{id}.key"),
+            token_file: self.certs_dir.join("api.token"),
         }
     }
 
@@ -155,31 +245,13 @@ impl World {
         probe: bool,
         extra: &str,
     ) -> NodeSpec {
-        let dir_arg = self.certs_dir.to_string_lossy().into_owned();
-        run_cli(
-            &self.root,
-            [
-                "certs",
-                "issue",
-                "--dir",
-                dir_arg.as_str(),
-                "--nodes",
-                &id.to_string(),
-            ],
-            &[],
-        )
-        .expect_success();
+        self.issue_cert(id);
         let spec = NodeSpec {
             join: true,
             extra: extra.to_owned(),
             ..NodeSpec::loopback(id, site, probe)
         };
-        let tls = TlsPaths {
-            ca: "../certs/ca.pem".to_owned(),
-            cert: format!("../certs/node-{id}.pem"),
-            key: format!("../certs/node-{id}.key"),
-            token_file: self.certs_dir.join("api.token"),
-        };
+        let tls = self.tls_for(id);
         let node = NodeProc::create(&self.root, spec.clone(), &tls, &[]);
         node.start(&self.root);
         self.nodes.push(node);
@@ -459,6 +531,21 @@ impl Drop for World {
                 eprintln!("CONSENTRY_E2E_KEEP: kept {}", dir.keep().display());
             }
         }
+    }
+}
+
+/// A node in its site's namespace: raft on the site's loopback address, the API on its
+/// management address; fixed ports, since every namespace has its own.
+fn net_spec(site: &super::netns::Site, extra: &str, join: bool) -> NodeSpec {
+    NodeSpec {
+        raft_host: site.node_ip(),
+        raft_port: 7401,
+        api_host: site.mgmt_ip(),
+        api_port: 7480,
+        join,
+        extra: extra.to_owned(),
+        netns: Some(site.ns.clone()),
+        ..NodeSpec::loopback(site.node_id, &site.name, site.probe)
     }
 }
 
