@@ -69,6 +69,10 @@ pub struct CheckState {
     pub recovered_tick: Option<u64>,
     /// The flapping episode while enough fresh sites see the check flapping.
     pub flapping: Option<u64>,
+    /// Where the check's spec is in `catalog.checks`: a lookup by name on every result
+    /// must not scan a catalog of thousands.
+    #[serde(default)]
+    pub position: usize,
 }
 
 /// Everything the cluster agrees on.
@@ -147,7 +151,13 @@ impl ClusterState {
     }
 
     pub fn check(&self, name: &str) -> Option<&CheckSpec> {
-        self.catalog.checks.iter().find(|c| c.name == name)
+        let by_position = self
+            .checks
+            .get(name)
+            .and_then(|c| self.catalog.checks.get(c.position))
+            .filter(|c| c.name == name);
+        // The position is set with every catalog; the scan is for a state that has none.
+        by_position.or_else(|| self.catalog.checks.iter().find(|c| c.name == name))
     }
 
     /// Intents that have no committed outcome, oldest first.
@@ -286,8 +296,9 @@ impl ClusterState {
         self.silences.retain(|_, s| !s.is_over(wall_ms));
         self.refresh_silenced();
         let names = std::mem::take(&mut self.eval_order);
+        let probing = self.probing_sites();
         for name in &names {
-            self.evaluate(index, name);
+            self.evaluate(index, name, &probing);
         }
         for name in &names {
             self.review(index, name);
@@ -598,8 +609,10 @@ impl ClusterState {
                 }
             }
         }
-        for (c, depth) in catalog.checks.iter().zip(&depths) {
-            self.checks.entry(c.name.clone()).or_default().depth = *depth;
+        for (position, (c, depth)) in catalog.checks.iter().zip(&depths).enumerate() {
+            let cs = self.checks.entry(c.name.clone()).or_default();
+            cs.depth = *depth;
+            cs.position = position;
         }
         let mut order: Vec<(u32, usize, &str)> = catalog
             .checks
@@ -690,19 +703,31 @@ impl ClusterState {
             .map(|n| (self.checks.get(&n).map_or(0, |c| c.depth), n))
             .collect();
         touched.sort_unstable();
+        let probing = self.probing_sites();
         for (_, name) in touched {
-            self.evaluate(index, &name);
+            self.evaluate(index, &name, &probing);
         }
         CommandResponse::Ok
     }
 
-    fn evaluate(&mut self, index: u64, name: &str) {
-        let Some(spec) = self.check(name).cloned() else {
+    /// Where `name`'s spec is in `catalog.checks`.
+    fn spec_position(&self, name: &str) -> Option<usize> {
+        self.checks
+            .get(name)
+            .map(|c| c.position)
+            .filter(|p| self.catalog.checks.get(*p).is_some_and(|s| s.name == name))
+            .or_else(|| self.catalog.checks.iter().position(|c| c.name == name))
+    }
+
+    /// Runs the rule for one check. Called for every check at every tick, so it borrows the
+    /// spec from the catalog and clones it only when a transition needs it afterwards.
+    fn evaluate(&mut self, index: u64, name: &str, probing: &BTreeSet<String>) {
+        let Some(position) = self.spec_position(name) else {
             return;
         };
-        let mut holds = self.holds(&spec);
-        let probing = self.probing_sites();
+        let mut holds = self.holds(&self.catalog.checks[position]);
         let tick = self.tick;
+        let spec = &self.catalog.checks[position];
         let Some(cs) = self.checks.get_mut(name) else {
             return;
         };
@@ -719,7 +744,7 @@ impl ClusterState {
             })
             .collect();
         let eval = rule::evaluate_after(
-            &spec,
+            spec,
             probing.len(),
             &counters,
             tick,
@@ -876,6 +901,13 @@ impl ClusterState {
         }
         let open_incident = cs.open_incident;
         cs.eval = eval;
+        if transition.is_none() && flap_change.is_none() {
+            if eval_changed_incidents {
+                self.trim();
+            }
+            return;
+        }
+        let spec = spec.clone();
         if let Some((incident_id, t)) = transition {
             self.notify(index, &spec, incident_id, t);
         }
