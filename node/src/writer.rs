@@ -25,12 +25,17 @@ const ADMIN_HOPS_MAX: usize = 3;
 pub struct Writer {
     raft: Raft,
     dialer: consentry_cluster::transport::Dialer,
+    forwarder: std::sync::Arc<consentry_cluster::transport::Forwarder>,
     self_id: u64,
 }
 
 impl Writer {
     pub fn new(raft: Raft, dialer: consentry_cluster::transport::Dialer, self_id: u64) -> Self {
         Self {
+            forwarder: std::sync::Arc::new(consentry_cluster::transport::Forwarder::new(
+                dialer.clone(),
+                self_id,
+            )),
             raft,
             dialer,
             self_id,
@@ -60,15 +65,15 @@ impl Writer {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                     if let (Some(leader), Some(node)) = (fwd.leader_id, fwd.leader_node) {
                         if leader != self.self_id {
-                            match consentry_cluster::transport::forward_client_write(
-                                self.dialer.clone(),
-                                self.self_id,
-                                leader,
-                                &node,
-                                cmd.clone(),
-                                Duration::from_millis(FORWARD_TIMEOUT_MS),
-                            )
-                            .await
+                            match self
+                                .forwarder
+                                .client_write(
+                                    leader,
+                                    &node,
+                                    cmd.clone(),
+                                    Duration::from_millis(FORWARD_TIMEOUT_MS),
+                                )
+                                .await
                             {
                                 Ok(resp) => return settle(resp.data),
                                 Err(e) => {

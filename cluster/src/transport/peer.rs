@@ -234,6 +234,83 @@ pub(crate) fn is_alpn_refusal(error: &quinn::ConnectionError) -> bool {
 /// The TLS alert a server sends when the client offers none of its ALPN protocols.
 const NO_APPLICATION_PROTOCOL_ALERT: u8 = 120;
 
+/// Forwards writes to the leader over one cached connection, so a follower's result
+/// batches do not each pay a QUIC and TLS handshake. A write that finds the connection busy
+/// (another write in flight) uses a connection of its own for that call.
+pub struct Forwarder {
+    dialer: crate::transport::Dialer,
+    self_id: NodeId,
+    cached: tokio::sync::Mutex<Option<PeerConnection>>,
+}
+
+impl Forwarder {
+    pub fn new(dialer: impl Into<crate::transport::Dialer>, self_id: NodeId) -> Self {
+        Self {
+            dialer: dialer.into(),
+            self_id,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// [`forward_client_write`] over the cached connection to `target_id` when it is free.
+    ///
+    /// # Errors
+    /// As [`forward_client_write`].
+    pub async fn client_write(
+        &self,
+        target_id: NodeId,
+        target: &ClusterNode,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<ClientWriteResponse<TypeConfig>, TransportError> {
+        let Ok(mut slot) = self.cached.try_lock() else {
+            return forward_client_write(
+                self.dialer.clone(),
+                self.self_id,
+                target_id,
+                target,
+                cmd,
+                timeout,
+            )
+            .await;
+        };
+        let stale = slot
+            .as_ref()
+            .is_none_or(|p| p.target != target_id || p.addr != target.addr);
+        if stale {
+            *slot = Some(PeerConnection::new(
+                self.dialer.clone(),
+                self.self_id,
+                target_id,
+                target.addr.clone(),
+            ));
+        }
+        let peer = slot.as_mut().expect("set above");
+        client_write_answer(
+            target_id,
+            peer.call(RpcBody::ClientWrite(cmd), timeout).await?,
+        )
+    }
+}
+
+fn client_write_answer(
+    target_id: NodeId,
+    response: RpcResponse,
+) -> Result<ClientWriteResponse<TypeConfig>, TransportError> {
+    match response {
+        RpcResponse::ClientWrite(Ok(response)) => Ok(response),
+        RpcResponse::ClientWrite(Err(source)) => Err(TransportError::ClientWrite {
+            target: target_id,
+            source: Box::new(source),
+        }),
+        other => Err(TransportError::UnexpectedResponse {
+            target: target_id,
+            expected: "ClientWrite",
+            got: other.name(),
+        }),
+    }
+}
+
 /// Hands a write to another node (the leader) and returns its raft's answer.
 ///
 /// Opens a connection for this one call. When the remote is no longer the leader the error
@@ -255,19 +332,10 @@ pub async fn forward_client_write(
     timeout: Duration,
 ) -> Result<ClientWriteResponse<TypeConfig>, TransportError> {
     let mut peer = PeerConnection::new(dialer, self_id, target_id, target.addr.clone());
-    let response = peer.call(RpcBody::ClientWrite(cmd), timeout).await?;
-    match response {
-        RpcResponse::ClientWrite(Ok(response)) => Ok(response),
-        RpcResponse::ClientWrite(Err(source)) => Err(TransportError::ClientWrite {
-            target: target_id,
-            source: Box::new(source),
-        }),
-        other => Err(TransportError::UnexpectedResponse {
-            target: target_id,
-            expected: "ClientWrite",
-            got: other.name(),
-        }),
-    }
+    client_write_answer(
+        target_id,
+        peer.call(RpcBody::ClientWrite(cmd), timeout).await?,
+    )
 }
 
 /// Hands an operator's request to another node (the leader, or the node that is to lead)
