@@ -40,19 +40,25 @@ pub struct LogPolicy {
     /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the
     /// log rather than a whole snapshot.
     pub log_kept: u64,
+    /// Bytes of snapshot per InstallSnapshot RPC when a node catches up from a snapshot.
+    pub snapshot_chunk: u64,
 }
 
 impl Default for LogPolicy {
     fn default() -> Self {
         Self {
-            snapshot_every: 5_000,
-            log_kept: 1_000,
+            snapshot_every: 1_000,
+            log_kept: 500,
+            snapshot_chunk: 3 * 1024 * 1024,
         }
     }
 }
 
 /// The smallest `[raft] snapshot_every` accepted.
 pub const SNAPSHOT_EVERY_MIN: u64 = 20;
+/// `[raft] snapshot_chunk` bounds: a chunk must fit a raft frame with room to spare.
+pub const SNAPSHOT_CHUNK_MIN: u64 = 1024;
+pub const SNAPSHOT_CHUNK_MAX: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct TlsPaths {
@@ -191,6 +197,15 @@ impl NodeConfig {
                 format!(
                     "[raft] snapshot_every = {} is below the minimum of {SNAPSHOT_EVERY_MIN}",
                     raw.raft.snapshot_every
+                ),
+            ));
+        }
+        if !(SNAPSHOT_CHUNK_MIN..=SNAPSHOT_CHUNK_MAX).contains(&raw.raft.snapshot_chunk) {
+            errors.push((
+                whole,
+                format!(
+                    "[raft] snapshot_chunk = {} must be {SNAPSHOT_CHUNK_MIN} to {SNAPSHOT_CHUNK_MAX} bytes",
+                    raw.raft.snapshot_chunk
                 ),
             ));
         }

@@ -219,6 +219,10 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         }
         .instrument(tracing::Span::current()),
     );
+    node.tasks.spawn(return_memory_after_snapshots(
+        node.raft.clone(),
+        node.cancel.clone(),
+    ));
     node.tasks.spawn(
         reload_tls_on_sighup(
             TlsFiles {
@@ -375,6 +379,7 @@ where
         election_timeout_max: ELECTION_TIMEOUT_MS_MAX,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(log.snapshot_every),
         max_in_snapshot_log_to_keep: log.log_kept,
+        snapshot_max_chunk_size: log.snapshot_chunk,
         ..Default::default()
     }
     .validate()
@@ -464,6 +469,40 @@ async fn initialize(raft: &Raft, members: BTreeMap<u64, ClusterNode>) -> Result<
     }
     Ok(())
 }
+
+/// glibc keeps what a snapshot build freed (a copy of the whole state and its encoding) in
+/// its arenas. Handing it back after each snapshot keeps a node's resident memory near its
+/// state's size instead of at its largest snapshot build.
+async fn return_memory_after_snapshots(raft: Raft, cancel: CancellationToken) {
+    let mut metrics = raft.metrics();
+    let mut last = metrics.borrow().snapshot;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let now = metrics.borrow().snapshot;
+        if now != last {
+            last = now;
+            release_free_heap();
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_heap() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_heap() {}
 
 /// A random id for this run of the process (tick proposals name it).
 #[allow(clippy::disallowed_methods)] // The composition root seeds randomness.

@@ -24,6 +24,11 @@ pub type SledLogStore<C> = LogStore<C, sled::Tree>;
 /// The raft state machine store whose snapshots are kept in sled.
 pub type SledStateMachine<C, M> = StateMachineStore<C, M, sled::Tree>;
 
+/// sled's page cache (its default is 1 GiB): what a node keeps of its log and snapshot in
+/// memory beyond the applied state. Reads of old entries (a lagging follower's catch-up)
+/// go to disk beyond it.
+pub const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Opens (or creates) the sled database at `dir` and returns its log store and state
 /// machine store, the state machine restored from the stored snapshot if there is one.
 ///
@@ -40,7 +45,11 @@ where
         path: dir.to_path_buf(),
         source,
     };
-    let db = sled::open(dir).map_err(open_error)?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(SLED_CACHE_BYTES)
+        .open()
+        .map_err(open_error)?;
     let log = db.open_tree(SLED_LOG_TREE).map_err(open_error)?;
     let meta = db.open_tree(SLED_META_TREE).map_err(open_error)?;
     let snapshot = db.open_tree(SLED_SNAPSHOT_TREE).map_err(open_error)?;

@@ -18,8 +18,13 @@ const LOG_ENTRIES_BOUND: u64 = 2 * (SNAPSHOT_EVERY + LOG_KEPT);
 const SITE_D: &str = "site-d";
 const JOIN_TIMEOUT: Duration = Duration::from_secs(40);
 
+/// Small enough that the snapshot node 4 is sent takes many InstallSnapshot RPCs.
+const SNAPSHOT_CHUNK: u64 = 1024;
+
 fn raft_table() -> String {
-    format!("[raft]\nsnapshot_every = {SNAPSHOT_EVERY}\nlog_kept = {LOG_KEPT}\n")
+    format!(
+        "[raft]\nsnapshot_every = {SNAPSHOT_EVERY}\nlog_kept = {LOG_KEPT}\nsnapshot_chunk = {SNAPSHOT_CHUNK}\n"
+    )
 }
 
 fn admin(world: &World, via: u64, args: &[&str]) -> CliOutput {
