@@ -34,6 +34,8 @@ use tokio::time::Instant;
 
 use crate::probe::{ProbeConfig, Prober};
 
+mod soak;
+
 /// Longest phase `--seconds` allows.
 const BENCH_SECONDS_MAX: u64 = 600;
 /// Most workers `--concurrency` allows (each holds a socket, and a keep-alive connection to
@@ -70,6 +72,9 @@ pub enum BenchCommand {
     /// Fresh-connection TCP and HTTP probes per second against local targets, beside
     /// prometheus-blackbox-exporter on the same targets (ops/bench/probes.sh sets both up).
     Probes(ProbesArgs),
+    /// Three real nodes on loopback under thousands of checks for minutes: CPU, memory,
+    /// disk, commit latency and committed results per second.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Args)]
@@ -106,6 +111,7 @@ pub struct ProbesArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Probes(args) => probes(args).await,
+        BenchCommand::Soak(args) => soak::soak(args).await,
     }
 }
 
@@ -745,13 +751,13 @@ fn bucket_floor(bucket: usize) -> u64 {
 
 /// A process's peak and current resident memory in KiB (`VmHWM`, `VmRSS`).
 #[derive(Debug, Clone, Copy)]
-struct Memory {
-    hwm_kib: u64,
-    rss_kib: u64,
+pub(crate) struct Memory {
+    pub(crate) hwm_kib: u64,
+    pub(crate) rss_kib: u64,
 }
 
 /// Reads `/proc/<pid>/status` (this process when `None`); `None` where there is no procfs.
-fn memory(pid: Option<u32>) -> Option<Memory> {
+pub(crate) fn memory(pid: Option<u32>) -> Option<Memory> {
     let text = std::fs::read_to_string(proc_path(pid, "status")).ok()?;
     let field = |name: &str| {
         text.lines()
@@ -765,7 +771,7 @@ fn memory(pid: Option<u32>) -> Option<Memory> {
 }
 
 /// User plus system CPU time of a process so far, from `/proc/<pid>/stat`.
-fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let text = std::fs::read_to_string(proc_path(pid, "stat")).ok()?;
     // The command name (field 2) may hold spaces; count fields after its closing paren.
     let after_name = &text[text.rfind(')')? + 1..];
@@ -791,7 +797,7 @@ fn proc_path(pid: Option<u32>, file: &str) -> String {
 /// The benchmark's clock. It measures elapsed time on this machine only, at the CLI's
 /// composition root, which is where reading the clock is allowed.
 #[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     Instant::now()
 }
 

@@ -62,6 +62,25 @@ impl ApiClient {
         Self::json(resp).await
     }
 
+    /// GETs a text document (`/metrics`).
+    ///
+    /// # Errors
+    /// When the node is unreachable, answers with an error, or the body is not UTF-8.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the consentry API at {}", self.base))?;
+        let status = resp.status();
+        let body = read_limited(resp, CLI_RESPONSE_BYTES_MAX).await?;
+        if !status.is_success() {
+            bail!("HTTP {status} from {}{path}", self.base);
+        }
+        String::from_utf8(body).context("the answer is not UTF-8")
+    }
+
     /// GETs a JSON document.
     ///
     /// # Errors

@@ -5,6 +5,8 @@ pub const PROBE_RESULTS_TOTAL: &str = "consentry_probe_results_total";
 pub const PROBE_LATENCY_SECONDS: &str = "consentry_probe_latency_seconds";
 pub const RESULT_BATCHES_TOTAL: &str = "consentry_result_batches_total";
 pub const RESULTS_DROPPED_TOTAL: &str = "consentry_results_dropped_total";
+pub const RESULTS_COMMITTED_TOTAL: &str = "consentry_results_committed_total";
+pub const RESULT_BATCH_COMMIT_SECONDS: &str = "consentry_result_batch_commit_seconds";
 pub const NOTIFICATIONS_TOTAL: &str = "consentry_notifications_total";
 pub const RAFT_TERM: &str = "consentry_raft_term";
 pub const RAFT_LAST_LOG_INDEX: &str = "consentry_raft_last_log_index";
@@ -32,7 +34,16 @@ pub fn describe() {
     );
     describe_counter!(
         RESULTS_DROPPED_TOTAL,
-        "Results dropped because the backlog was full."
+        "Results dropped because their batch could not be committed (no quorum)."
+    );
+    describe_counter!(
+        RESULTS_COMMITTED_TOTAL,
+        "Probe results of this node committed through raft."
+    );
+    describe_histogram!(
+        RESULT_BATCH_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time from handing a result batch to raft (or forwarding it to the leader) to its commit."
     );
     describe_counter!(
         NOTIFICATIONS_TOTAL,

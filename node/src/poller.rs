@@ -174,10 +174,15 @@ impl Poller {
             site: self.site.clone(),
             results,
         });
+        let started_ms = self.clock.monotonic_ms();
         match self.writer.write(cmd).await {
             Ok(_) => {
+                let took_ms = self.clock.monotonic_ms().saturating_sub(started_ms);
+                ::metrics::histogram!(metrics::RESULT_BATCH_COMMIT_SECONDS)
+                    .record(took_ms as f64 / 1_000.0);
                 ::metrics::counter!(metrics::RESULT_BATCHES_TOTAL, "outcome" => "committed")
                     .increment(1);
+                ::metrics::counter!(metrics::RESULTS_COMMITTED_TOTAL).increment(n as u64);
             }
             Err(e) => {
                 // Without a quorum the results cannot be agreed on; they are stale by the
