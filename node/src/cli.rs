@@ -507,7 +507,9 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             serde_json::json!({ "node_id": id }),
         ),
     };
-    let v = api.client()?.post_json(&path, &body).await?;
+    // The node forwards it and may wait for a new node to catch up: longer than a read.
+    let within = Duration::from_millis(consentry_cluster::membership::LEARNER_CATCH_UP_MS * 2);
+    let v = api.client()?.post_json_within(&path, &body, within).await?;
     print_or(&api, &v, print_message)
 }
 

@@ -119,6 +119,25 @@ impl ApiClient {
         self.send_authorized(request).await
     }
 
+    /// [`ApiClient::post_json`] for a request that may take longer than one API call
+    /// (a membership change waits for the new node to catch up).
+    ///
+    /// # Errors
+    /// As [`ApiClient::put`].
+    pub async fn post_json_within(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(timeout)
+            .json(body);
+        self.send_authorized(request).await
+    }
+
     /// DELETEs a resource with the bearer token.
     ///
     /// # Errors
