@@ -3,9 +3,10 @@
 //!
 //! The leader runs the first three (openraft's `add_learner` and `change_membership`); any
 //! node forwards them to it over the cluster transport ([`crate::transport::RpcBody::Admin`]).
-//! A leadership hand-over runs on the node that is to lead: openraft 0.9 has no transfer, so
-//! that node stands for election ([`openraft::Raft::trigger`]), which a caught-up node wins
-//! once the current leader grants its vote (see docs/operations.md for when it does not).
+//! openraft 0.9 has no leadership transfer. The leader waits until the new leader has every
+//! entry it has, then asks it to stand for election ([`openraft::Raft::trigger`]). A leader
+//! grants a vote to a candidate whose log is as long as its own, and with three voters that
+//! is a majority (see docs/operations.md for larger clusters).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -19,7 +20,9 @@ use crate::types::{ClusterNode, NodeId, Raft};
 /// How long an added learner may take to catch up before the answer says it still is.
 pub const LEARNER_CATCH_UP_MS: u64 = 20_000;
 /// How long a node standing for election waits to be seen as leader.
-pub const TAKE_LEADERSHIP_MS: u64 = 8_000;
+pub const TAKE_LEADERSHIP_MS: u64 = 3_000;
+/// How long the leader waits for the new leader to have every entry it has.
+pub const TRANSFER_CATCH_UP_MS: u64 = 5_000;
 /// A learner further behind than this many log entries is not promoted.
 pub const PROMOTE_LAG_MAX: u64 = 200;
 
@@ -33,14 +36,22 @@ pub enum AdminRequest {
     Promote { id: NodeId },
     /// Remove `id`, voter or learner, from the cluster.
     Remove { id: NodeId },
-    /// Asks the receiving node to become the leader.
+    /// Asks the receiving node to become the leader (sent by the leader during a transfer).
     TakeLeadership,
+    /// Hand leadership to voter `to`: the leader waits until `to` has every entry it has,
+    /// then asks it to stand (the node runs this; see `consentry_node::writer`).
+    TransferLeader { to: NodeId },
 }
 
 impl AdminRequest {
     /// Whether the leader must run it (all but a leadership hand-over).
     pub fn needs_leader(&self) -> bool {
         !matches!(self, Self::TakeLeadership)
+    }
+
+    /// Whether [`execute`] runs it on raft alone (a transfer needs the node's transport).
+    pub fn raft_only(&self) -> bool {
+        !matches!(self, Self::TransferLeader { .. })
     }
 }
 
@@ -71,6 +82,9 @@ pub async fn execute(raft: &Raft, request: AdminRequest) -> AdminResult {
         AdminRequest::Promote { id } => promote(raft, id).await,
         AdminRequest::Remove { id } => remove(raft, id).await,
         AdminRequest::TakeLeadership => take_leadership(raft).await,
+        AdminRequest::TransferLeader { .. } => Err(AdminError::Refused(
+            "a leadership transfer needs the node's transport, not raft alone".into(),
+        )),
     }
 }
 
@@ -85,7 +99,7 @@ fn membership(raft: &Raft) -> (BTreeSet<NodeId>, BTreeMap<NodeId, ClusterNode>) 
 }
 
 /// `NotLeader` unless this node leads.
-fn leader_only(raft: &Raft) -> Result<(), AdminError> {
+pub fn leader_only(raft: &Raft) -> Result<(), AdminError> {
     let metrics = raft.metrics().borrow().clone();
     if metrics.state == ServerState::Leader {
         return Ok(());
@@ -120,7 +134,7 @@ fn raft_error(
 }
 
 /// Entries `id` is behind the leader's last log entry (`None`: not replicating to it).
-fn lag(raft: &Raft, id: NodeId) -> Option<u64> {
+pub fn lag(raft: &Raft, id: NodeId) -> Option<u64> {
     let metrics = raft.metrics().borrow().clone();
     let last = metrics.last_log_index.unwrap_or(0);
     let matched = metrics.replication.as_ref()?.get(&id).copied()?;

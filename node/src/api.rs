@@ -499,15 +499,11 @@ struct NewMember {
     addr: String,
     site: String,
     /// False: a witness (votes once promoted, never probes).
-    #[serde(default = "yes")]
+    #[serde(default = "crate::config::yes")]
     probe: bool,
     /// The node's API base URL, for operators.
     #[serde(default)]
     api: String,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `POST /api/v1/cluster/leader`.
@@ -559,10 +555,7 @@ async fn promote_member(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return unauthorized();
-    }
-    admin(&s, AdminRequest::Promote { id }, None).await
+    admin_with_token(&s, &headers, AdminRequest::Promote { id }).await
 }
 
 async fn remove_member(
@@ -570,10 +563,14 @@ async fn remove_member(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> Response {
-    if !authorized(&s, &headers) {
+    admin_with_token(&s, &headers, AdminRequest::Remove { id }).await
+}
+
+async fn admin_with_token(s: &ApiState, headers: &HeaderMap, request: AdminRequest) -> Response {
+    if !authorized(s, headers) {
         return unauthorized();
     }
-    admin(&s, AdminRequest::Remove { id }, None).await
+    admin(s, request, None).await
 }
 
 async fn transfer_leader(
@@ -595,7 +592,7 @@ async fn transfer_leader(
             )
         }
     };
-    admin(&s, AdminRequest::TakeLeadership, Some(req.node_id)).await
+    admin(&s, AdminRequest::TransferLeader { to: req.node_id }, None).await
 }
 
 async fn admin(s: &ApiState, request: AdminRequest, to: Option<u64>) -> Response {

@@ -247,8 +247,8 @@ enum ClusterCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Hand leadership to a caught-up voter: it stands for election and the current leader
-    /// grants its vote (openraft 0.9 has no other transfer).
+    /// Hand leadership to a voter: the leader waits until it has every entry, then it
+    /// stands for election and the leader grants its vote (openraft 0.9 has no transfer).
     TransferLeader {
         id: u64,
         #[command(flatten)]

@@ -127,7 +127,7 @@ struct RawMember {
     api: String,
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 

@@ -393,14 +393,17 @@ where
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let span = tracing::Span::current();
+    let writer = Writer::new(raft.clone(), dialer.clone(), node_id);
+    let rpc = crate::writer::NodeRpc {
+        raft: raft.clone(),
+        writer: writer.clone(),
+    };
     tasks.spawn(
-        transport::serve(endpoint.clone(), Arc::new(raft.clone()), cancel.clone())
-            .instrument(span.clone()),
+        transport::serve(endpoint.clone(), Arc::new(rpc), cancel.clone()).instrument(span.clone()),
     );
 
     initialize(&raft, initial_members).await?;
 
-    let writer = Writer::new(raft.clone(), dialer.clone(), node_id);
     let leader = Arc::new(Leader {
         raft: raft.clone(),
         writer: writer.clone(),

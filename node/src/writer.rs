@@ -113,7 +113,7 @@ impl Writer {
         let mut target = to.filter(|t| *t != self.self_id);
         for _ in 0..ADMIN_HOPS_MAX {
             let result = match target {
-                None => membership::execute(&self.raft, request.clone()).await,
+                None => self.admin_here(request.clone()).await,
                 Some(id) => {
                     let node = self
                         .raft
@@ -152,6 +152,117 @@ impl Writer {
         Err(AdminError::Raft(
             "the leader changed while the request was forwarded; try again".into(),
         ))
+    }
+}
+
+impl Writer {
+    /// Runs `request` on this node only (a forwarded request lands here).
+    pub async fn admin_here(&self, request: AdminRequest) -> Result<String, AdminError> {
+        match request {
+            AdminRequest::TransferLeader { to } => self.transfer_leader(to).await,
+            other => membership::execute(&self.raft, other).await,
+        }
+    }
+
+    /// On the leader: waits until voter `to` has every entry this leader has, then asks it
+    /// to stand for election. The leader grants its vote to a candidate whose log is as long
+    /// as its own, so the hand-over is taken in the moment the two logs are equal.
+    async fn transfer_leader(&self, to: u64) -> Result<String, AdminError> {
+        membership::leader_only(&self.raft)?;
+        if to == self.self_id {
+            return Ok(format!("node {to} is already the leader"));
+        }
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if !membership.voter_ids().any(|v| v == to) {
+            return Err(AdminError::Refused(format!(
+                "node {to} is not a voter; promote it first"
+            )));
+        }
+        let node = membership
+            .get_node(&to)
+            .cloned()
+            .ok_or_else(|| AdminError::Refused(format!("node {to} is not a member")))?;
+        let caught_up = self
+            .raft
+            .wait(Some(Duration::from_millis(
+                membership::TRANSFER_CATCH_UP_MS,
+            )))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index;
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&to))
+                        .is_some_and(|matched| matched.map(|l| l.index) == last)
+                },
+                "the new leader has every entry",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(AdminError::Refused(format!(
+                "node {to} did not catch up with the leader within {} s ({} entries behind)",
+                membership::TRANSFER_CATCH_UP_MS / 1_000,
+                membership::lag(&self.raft, to).map_or("?".into(), |l| l.to_string())
+            )));
+        }
+        consentry_cluster::transport::forward_admin(
+            self.dialer.clone(),
+            self.self_id,
+            to,
+            &node,
+            AdminRequest::TakeLeadership,
+            Duration::from_millis(membership::TAKE_LEADERSHIP_MS + 2_000),
+        )
+        .await
+        .map_err(|e| AdminError::Raft(format!("node {to} could not be reached: {e}")))?
+    }
+}
+
+/// What the transport server calls: the local raft, and this node's writer for operators'
+/// requests that need more than raft (a leadership transfer).
+pub struct NodeRpc {
+    pub raft: Raft,
+    pub writer: Writer,
+}
+
+impl consentry_cluster::transport::RpcHandler for NodeRpc {
+    async fn append_entries(
+        &self,
+        rpc: openraft::raft::AppendEntriesRequest<consentry_cluster::types::TypeConfig>,
+    ) -> Result<openraft::raft::AppendEntriesResponse<u64>, RaftError<u64>> {
+        self.raft.append_entries(rpc).await
+    }
+
+    async fn vote(
+        &self,
+        rpc: openraft::raft::VoteRequest<u64>,
+    ) -> Result<openraft::raft::VoteResponse<u64>, RaftError<u64>> {
+        self.raft.vote(rpc).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        rpc: openraft::raft::InstallSnapshotRequest<consentry_cluster::types::TypeConfig>,
+    ) -> Result<
+        openraft::raft::InstallSnapshotResponse<u64>,
+        RaftError<u64, openraft::error::InstallSnapshotError>,
+    > {
+        self.raft.install_snapshot(rpc).await
+    }
+
+    async fn client_write(
+        &self,
+        command: Command,
+    ) -> Result<
+        openraft::raft::ClientWriteResponse<consentry_cluster::types::TypeConfig>,
+        RaftError<u64, ClientWriteError<u64, consentry_cluster::types::ClusterNode>>,
+    > {
+        self.raft.client_write(command).await
+    }
+
+    async fn admin(&self, request: AdminRequest) -> membership::AdminResult {
+        self.writer.admin_here(request).await
     }
 }
 

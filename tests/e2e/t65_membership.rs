@@ -28,10 +28,7 @@ fn raft_table() -> String {
 }
 
 fn admin(world: &World, via: u64, args: &[&str]) -> CliOutput {
-    let api = world.api(via);
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--api", api.as_str()]);
-    world.cli_in(world.root(), &all, &[("CONSENTRY_TOKEN", world.token())])
+    world.operator_cli(via, args)
 }
 
 /// Waits until every check is OK and fresh from each of `sites`, and no incident exists.
@@ -135,23 +132,7 @@ fn a_node_joins_from_a_snapshot_is_promoted_and_an_old_voter_leaves() {
     let leader = world.leader();
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     info!("cluster add through follower {follower} (the leader is {leader})");
-    let added = admin(
-        &world,
-        follower,
-        &[
-            "cluster",
-            "add",
-            "--id",
-            "4",
-            "--addr",
-            &joiner.raft_addr(),
-            "--site",
-            SITE_D,
-            "--node-api",
-            &joiner.api_url(),
-        ],
-    )
-    .expect_success();
+    let added = world.cluster_add(follower, &joiner).expect_success();
     info!("{}", added.stdout.trim());
     assert!(added.stdout.contains("caught up"), "{}", added.describe());
     let again = admin(

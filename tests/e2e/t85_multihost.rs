@@ -116,12 +116,7 @@ fn alert(hook: &crate::harness::Hook) -> Option<&str> {
 }
 
 fn admin(world: &World, via: u64, args: &[&str]) -> crate::harness::CliOutput {
-    let api = world.api(via);
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--api", api.as_str()]);
-    world
-        .cli_in(world.root(), &all, &[("CONSENTRY_TOKEN", world.token())])
-        .expect_success()
+    world.operator_cli(via, args).expect_success()
 }
 
 /// Makes node `id` the leader (the tests need to know which site leads).
@@ -408,22 +403,7 @@ fn a_fourth_node_joins_under_load_and_an_old_one_leaves() {
     info!("node 4 starts in a new site-d namespace with join = true");
     let joiner = mh.world.start_joining_site("site-d", 4, "");
     let world = &mh.world;
-    let added = admin(
-        world,
-        2,
-        &[
-            "cluster",
-            "add",
-            "--id",
-            "4",
-            "--addr",
-            &joiner.raft_addr(),
-            "--site",
-            "site-d",
-            "--node-api",
-            &joiner.api_url(),
-        ],
-    );
+    let added = world.cluster_add(2, &joiner).expect_success();
     info!("{}", added.stdout.trim());
     assert!(added.stdout.contains("caught up"), "{}", added.describe());
     world.wait("site-d's results on every check", CONVERGE, || {

@@ -87,6 +87,11 @@ impl RpcHandler for Raft {
     }
 
     async fn admin(&self, request: AdminRequest) -> AdminResult {
+        if !request.raft_only() {
+            return Err(membership::AdminError::Refused(
+                "this node cannot run that request".into(),
+            ));
+        }
         membership::execute(self, request).await
     }
 }

@@ -347,6 +347,39 @@ impl World {
         run_cli(&self.root, args, &[])
     }
 
+    /// Runs the CLI as an operator: with the API token, against node `via`'s API.
+    pub fn operator_cli(&self, via: u64, args: &[&str]) -> CliOutput {
+        let api = self.api(via);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--api", api.as_str()]);
+        run_cli(
+            &self.root,
+            &all,
+            &[("CONSENTRY_TOKEN", self.token.as_str())],
+        )
+    }
+
+    /// `consentry cluster add` for `joiner` (a probing node), through node `via`.
+    pub fn cluster_add(&self, via: u64, joiner: &NodeSpec) -> CliOutput {
+        let id = joiner.id.to_string();
+        let (addr, api) = (joiner.raft_addr(), joiner.api_url());
+        self.operator_cli(
+            via,
+            &[
+                "cluster",
+                "add",
+                "--id",
+                &id,
+                "--addr",
+                &addr,
+                "--site",
+                &joiner.site,
+                "--node-api",
+                &api,
+            ],
+        )
+    }
+
     /// Runs the CLI from `cwd` with extra environment.
     pub fn cli_in(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         run_cli(cwd, args, env)
