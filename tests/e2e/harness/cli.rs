@@ -70,7 +70,8 @@ where
 pub struct Usage {
     /// From just before the spawn to the reap.
     pub wall: Duration,
-    /// Peak resident set size (`ru_maxrss`), in KiB as Linux reports it.
+    /// The command's own peak resident set size in KiB: its `VmHWM`, sampled while it ran
+    /// (see `wait4_with_deadline` for why not `ru_maxrss`).
     pub max_rss_kib: u64,
 }
 
@@ -184,10 +185,20 @@ fn wait_with_deadline(child: &mut Child, command: &str) -> Option<i32> {
 /// Reaps `child` with `wait4` (which `Child::try_wait` cannot do: it drops the resource
 /// usage), killing it after [`CLI_TIMEOUT`]. Returns the exit code (`None` when killed by
 /// a signal) and the peak RSS in KiB.
+/// Reaps `child`, returning its exit code and its peak resident memory in KiB.
+///
+/// The peak is the child's own `VmHWM`, read from `/proc` every few milliseconds while it
+/// runs. `ru_maxrss` from `wait4` is not used when a sample exists: a child made by `fork`
+/// counts the test process's resident memory before `exec` in it (Linux keeps the larger
+/// high-water mark across `exec`), so it measured this whole test binary, not the command.
 fn wait4_with_deadline(child: &mut Child, command: &str) -> (Option<i32>, u64) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     let start = now();
+    let mut sampled_hwm_kib: Option<u64> = None;
     loop {
+        if let Some(hwm) = vm_hwm_kib(child.id()) {
+            sampled_hwm_kib = Some(sampled_hwm_kib.map_or(hwm, |s| s.max(hwm)));
+        }
         let mut status: libc::c_int = 0;
         // SAFETY: rusage is plain data; all-zero bytes are a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -196,7 +207,8 @@ fn wait4_with_deadline(child: &mut Child, command: &str) -> (Option<i32>, u64) {
         let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if reaped == pid {
             let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-            let max_rss_kib = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+            let max_rss_kib =
+                sampled_hwm_kib.unwrap_or_else(|| u64::try_from(usage.ru_maxrss).unwrap_or(0));
             return (code, max_rss_kib);
         }
         if reaped == -1 {
@@ -213,4 +225,12 @@ fn wait4_with_deadline(child: &mut Child, command: &str) -> (Option<i32>, u64) {
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// `VmHWM` of a running process (`None` once it has exited, or without procfs).
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
