@@ -151,13 +151,7 @@ impl ClusterState {
     }
 
     pub fn check(&self, name: &str) -> Option<&CheckSpec> {
-        let by_position = self
-            .checks
-            .get(name)
-            .and_then(|c| self.catalog.checks.get(c.position))
-            .filter(|c| c.name == name);
-        // The position is set with every catalog; the scan is for a state that has none.
-        by_position.or_else(|| self.catalog.checks.iter().find(|c| c.name == name))
+        self.spec_position(name).map(|p| &self.catalog.checks[p])
     }
 
     /// Intents that have no committed outcome, oldest first.
@@ -382,7 +376,12 @@ impl ClusterState {
                 }
                 _ => {}
             }
-            let since = h.last_batch_tick.max(self.catalog_tick);
+            // Silence counts from the last batch, a new catalog, or a jump of cluster time:
+            // after a loss of quorum every site's last batch is old, and none is silent yet.
+            let since = h
+                .last_batch_tick
+                .max(self.catalog_tick)
+                .max(self.last_jump.map_or(0, |j| j.to));
             let silent = rule::site_silent(fresh, checks, self.tick.saturating_sub(since), window);
             match (h.silent, silent) {
                 (None, true) => {
@@ -710,7 +709,8 @@ impl ClusterState {
         CommandResponse::Ok
     }
 
-    /// Where `name`'s spec is in `catalog.checks`.
+    /// Where `name`'s spec is in `catalog.checks`. The position is set with every catalog;
+    /// the scan is for a state that has none.
     fn spec_position(&self, name: &str) -> Option<usize> {
         self.checks
             .get(name)
@@ -1626,6 +1626,11 @@ mod tests {
         assert_eq!(
             (w.st.tick_leader_run, w.st.tick_leader_mono_ms),
             (1, 90_000)
+        );
+        assert!(
+            w.st.site_health.values().all(|h| h.silent.is_none()),
+            "no site is silent the moment cluster time jumps: {:?}",
+            w.st.site_health
         );
         // Right after the jump only site-a reports, failing: a degraded quorum, but the
         // other sites get one freshness window to report before it may decide.
