@@ -25,8 +25,11 @@ use crate::types::NodeId;
 
 /// The ALPN protocol both sides of a raft connection must offer.
 pub const ALPN: &[u8] = ALPN_NAME.as_bytes();
-/// [`ALPN`] as text, for messages.
-pub const ALPN_NAME: &str = "consentry/1";
+/// [`ALPN`] as text, for messages. The number is the wire protocol's version: raise it with
+/// any change to what nodes send each other, including [`crate::codec::FORMAT_VERSION`]
+/// (`consentry/2` is format 1, the first with a format header, and the admin RPCs), so a
+/// peer that would misread the frames is refused at the handshake.
+pub const ALPN_NAME: &str = "consentry/2";
 
 /// DNS suffix of every identity the cluster CA issues.
 pub const NAME_SUFFIX: &str = ".consentry";

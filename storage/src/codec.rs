@@ -38,8 +38,7 @@ pub enum CodecError {
     Trailing { bytes: usize },
     #[error(
         "the data has no consentry format header: it is not consentry's, or a release from \
-         before format versions wrote it (move the data directory away and let the node catch \
-         up from the cluster)"
+         before format versions wrote it"
     )]
     NotVersioned,
     #[error(
