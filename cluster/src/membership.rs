@@ -25,6 +25,8 @@ pub const TAKE_LEADERSHIP_MS: u64 = 3_000;
 pub const TRANSFER_CATCH_UP_MS: u64 = 5_000;
 /// A learner further behind than this many log entries is not promoted.
 pub const PROMOTE_LAG_MAX: u64 = 200;
+/// How long a voter change may take to commit (a leader that lost its quorum never commits).
+pub const CHANGE_MEMBERSHIP_MS: u64 = 20_000;
 
 /// What an operator asks of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,11 +46,6 @@ pub enum AdminRequest {
 }
 
 impl AdminRequest {
-    /// Whether the leader must run it (all but a leadership hand-over).
-    pub fn needs_leader(&self) -> bool {
-        !matches!(self, Self::TakeLeadership)
-    }
-
     /// Whether [`execute`] runs it on raft alone (a transfer needs the node's transport).
     pub fn raft_only(&self) -> bool {
         !matches!(self, Self::TransferLeader { .. })
@@ -70,6 +67,13 @@ pub enum AdminError {
     /// raft could not do it (no quorum, a change already in progress, shutting down).
     #[error("raft: {0}")]
     Raft(String),
+    /// The node it was sent to did not answer: it may or may not have carried it out.
+    /// Kept last: bincode numbers variants by position.
+    #[error(
+        "node {node} did not answer ({message}); the change may have been made: check \
+         `consentry cluster status`"
+    )]
+    Unreachable { node: NodeId, message: String },
 }
 
 /// What a successful operation did, in words for the operator.
@@ -133,12 +137,17 @@ fn raft_error(
     }
 }
 
-/// Entries `id` is behind the leader's last log entry (`None`: not replicating to it).
-pub fn lag(raft: &Raft, id: NodeId) -> Option<u64> {
-    let metrics = raft.metrics().borrow().clone();
-    let last = metrics.last_log_index.unwrap_or(0);
-    let matched = metrics.replication.as_ref()?.get(&id).copied()?;
+/// Entries `id` is behind the leader's last log entry, from the leader's metrics (`None`:
+/// this node is not replicating to it: not the leader, or `id` is not a member).
+pub fn lag_of(m: &openraft::RaftMetrics<NodeId, ClusterNode>, id: NodeId) -> Option<u64> {
+    let last = m.last_log_index.unwrap_or(0);
+    let matched = m.replication.as_ref()?.get(&id).copied()?;
     Some(last.saturating_sub(matched.map_or(0, |l| l.index)))
+}
+
+/// [`lag_of`] on this node's current metrics.
+pub fn lag(raft: &Raft, id: NodeId) -> Option<u64> {
+    lag_of(&raft.metrics().borrow(), id)
 }
 
 async fn add_learner(raft: &Raft, id: NodeId, node: ClusterNode) -> AdminResult {
@@ -176,11 +185,20 @@ async fn add_learner(raft: &Raft, id: NodeId, node: ClusterNode) -> AdminResult 
         "learner"
     };
     let described = format!("node {id} ({node})");
-    // The membership entry commits first; the wait is only for the new node to catch up.
+    {
+        let raft = raft.clone();
+        commit_change(&raft.clone(), async move {
+            raft.add_learner(id, node, false).await
+        })
+        .await?;
+    }
     let wait = Duration::from_millis(LEARNER_CATCH_UP_MS);
-    match tokio::time::timeout(wait, raft.add_learner(id, node, true)).await {
-        Ok(Ok(_)) => Ok(format!("{described} added as a {role} and caught up")),
-        Ok(Err(e)) => Err(raft_error(raft, e)),
+    let caught_up = raft
+        .wait(Some(wait))
+        .metrics(|m| lag_of(m, id) == Some(0), "the learner has every entry")
+        .await;
+    match caught_up {
+        Ok(_) => Ok(format!("{described} added as a {role} and caught up")),
         Err(_) => Ok(format!(
             "{described} added as a {role}; it has not caught up within {} s (is it running, \
              and does its certificate come from this cluster's CA?)",
@@ -214,9 +232,7 @@ async fn promote(raft: &Raft, id: NodeId) -> AdminResult {
             )))
         }
     }
-    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-        .await
-        .map_err(|e| raft_error(raft, e))?;
+    change_membership(raft, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
     Ok(format!("node {id} is a voter"))
 }
 
@@ -237,10 +253,47 @@ async fn remove(raft: &Raft, id: NodeId) -> AdminResult {
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    raft.change_membership(change, false)
-        .await
-        .map_err(|e| raft_error(raft, e))?;
+    change_membership(raft, change).await?;
     Ok(format!("node {id} removed"))
+}
+
+/// `change_membership` with `retain = false` (a removed voter leaves the cluster).
+async fn change_membership(
+    raft: &Raft,
+    change: ChangeMembers<NodeId, ClusterNode>,
+) -> Result<(), AdminError> {
+    let task_raft = raft.clone();
+    commit_change(raft, async move {
+        task_raft.change_membership(change, false).await
+    })
+    .await
+}
+
+/// Runs a membership change to its end in a task of its own, and waits for it at most
+/// [`CHANGE_MEMBERSHIP_MS`]. A voter change commits in two phases, so a caller that gives
+/// up (an HTTP client that hangs up, the RPC handler's timeout) must not stop it between
+/// them; and a leader that lost its quorum never commits.
+async fn commit_change<F>(raft: &Raft, change: F) -> Result<(), AdminError>
+where
+    F: std::future::Future<
+            Output = Result<
+                openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+                RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
+            >,
+        > + Send
+        + 'static,
+{
+    let wait = Duration::from_millis(CHANGE_MEMBERSHIP_MS);
+    match tokio::time::timeout(wait, tokio::spawn(change)).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(raft_error(raft, e)),
+        Ok(Err(join)) => Err(AdminError::Raft(format!("the change stopped: {join}"))),
+        Err(_) => Err(AdminError::Raft(format!(
+            "the change did not commit within {} s (has the leader lost its quorum?); it may \
+             still commit: check `consentry cluster status`",
+            CHANGE_MEMBERSHIP_MS / 1_000
+        ))),
+    }
 }
 
 async fn take_leadership(raft: &Raft) -> AdminResult {
@@ -274,7 +327,7 @@ async fn take_leadership(raft: &Raft) -> AdminResult {
             Err(AdminError::Refused(format!(
                 "node {me} stood for election but did not win within {} s (leader now: {}); \
                  the other voters still heard from the old leader, or this node's log is \
-                 behind theirs",
+                 behind theirs. Nothing is lost: it is safe to run again",
                 TAKE_LEADERSHIP_MS / 1_000,
                 now.current_leader
                     .map_or_else(|| "none".to_string(), |l| l.to_string())

@@ -93,6 +93,19 @@ fn error(
     (status, Json(body)).into_response()
 }
 
+/// A JSON request body, or the `400 invalid_request` answer that says what it must hold.
+#[allow(clippy::result_large_err)] // The handler's early answer, made once per bad request.
+fn json_request<T: serde::de::DeserializeOwned>(body: &[u8], takes: &str) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the body must be JSON with {takes}: {e}"),
+            json!(null),
+        )
+    })
+}
+
 fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
@@ -430,16 +443,9 @@ async fn add_silence(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: B
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let req: NewSilence = match serde_json::from_slice(&body) {
+    let req: NewSilence = match json_request(&body, "match, reason, and end or for") {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("the body must be JSON with match, reason, and end or for: {e}"),
-                json!(null),
-            )
-        }
+        Err(refusal) => return refusal,
     };
     let now_ms = s.state.read(|st| st.wall_ms);
     let spec = match silence_spec(&req, now_ms) {
@@ -517,19 +523,18 @@ async fn add_member(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: By
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let req: NewMember = match serde_json::from_slice(&body) {
+    let req: NewMember = match json_request(&body, "id, addr, site, and optional probe and api") {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!(
-                    "the body must be JSON with id, addr, site, and optional probe and api: {e}"
-                ),
-                json!(null),
-            )
-        }
+        Err(refusal) => return refusal,
     };
+    if let Err(why) = crate::config::check_member_api(&req.api) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("api: {why}"),
+            json!(null),
+        );
+    }
     if req.addr.parse::<std::net::SocketAddr>().is_err() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -547,7 +552,7 @@ async fn add_member(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: By
         probe: req.probe,
         api: req.api,
     };
-    admin(&s, AdminRequest::AddLearner { id: req.id, node }, None).await
+    admin(&s, AdminRequest::AddLearner { id: req.id, node }).await
 }
 
 async fn promote_member(
@@ -570,7 +575,7 @@ async fn admin_with_token(s: &ApiState, headers: &HeaderMap, request: AdminReque
     if !authorized(s, headers) {
         return unauthorized();
     }
-    admin(s, request, None).await
+    admin(s, request).await
 }
 
 async fn transfer_leader(
@@ -581,25 +586,30 @@ async fn transfer_leader(
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let req: NewLeader = match serde_json::from_slice(&body) {
+    let req: NewLeader = match json_request(&body, "node_id") {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("the body must be JSON with node_id: {e}"),
-                json!(null),
-            )
-        }
+        Err(refusal) => return refusal,
     };
-    admin(&s, AdminRequest::TransferLeader { to: req.node_id }, None).await
+    admin(&s, AdminRequest::TransferLeader { to: req.node_id }).await
 }
 
-async fn admin(s: &ApiState, request: AdminRequest, to: Option<u64>) -> Response {
-    match s.writer.admin(request, to).await {
+async fn admin(s: &ApiState, request: AdminRequest) -> Response {
+    match s.writer.admin(request).await {
         Ok(message) => Json(json!({ "ok": true, "message": message })).into_response(),
         Err(AdminError::Refused(why)) => error(StatusCode::CONFLICT, "refused", why, json!(null)),
-        Err(e) => error(
+        Err(e @ AdminError::NotLeader { .. }) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            format!("no leader could be found ({e}); nothing was changed"),
+            json!(null),
+        ),
+        Err(e @ AdminError::Unreachable { .. }) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "leader_unreachable",
+            e.to_string(),
+            json!(null),
+        ),
+        Err(e @ AdminError::Raft(_)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_quorum",
             e.to_string(),
@@ -626,16 +636,9 @@ async fn ack_incident(
     if !authorized(&s, &headers) {
         return unauthorized();
     }
-    let req: NewAck = match serde_json::from_slice(&body) {
+    let req: NewAck = match json_request(&body, "by and an optional comment") {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("the body must be JSON with by and an optional comment: {e}"),
-                json!(null),
-            )
-        }
+        Err(refusal) => return refusal,
     };
     if !s.state.read(|st| st.incidents.contains_key(&id)) {
         return error(

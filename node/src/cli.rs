@@ -470,7 +470,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 const MEMBER_STATUS_TIMEOUT_MS: u64 = 2_000;
 
 async fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
-    let (api, path, body) = match command {
+    // The node forwards a change to the leader, which may wait for a new node to catch up
+    // or for a voter change to commit: longer than a read.
+    let within = Duration::from_millis(consentry_cluster::membership::CHANGE_MEMBERSHIP_MS * 2);
+    let (api, v) = match command {
         ClusterCommand::Status { api } => {
             let v = cluster_status(&api.client()?).await?;
             return print_or(&api, &v, print_cluster);
@@ -482,34 +485,38 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             witness,
             node_api,
             api,
-        } => (
-            api,
-            "/api/v1/cluster/members".to_string(),
-            serde_json::json!({
+        } => {
+            let body = serde_json::json!({
                 "id": id, "addr": addr, "site": site, "probe": !witness, "api": node_api,
-            }),
-        ),
-        ClusterCommand::Promote { id, api } => (
-            api,
-            format!("/api/v1/cluster/members/{id}/promote"),
-            Value::Null,
-        ),
-        ClusterCommand::Remove { id, api } => {
+            });
+            let client = api.client()?;
+            let v = client
+                .post_json_within("/api/v1/cluster/members", &body, within)
+                .await?;
+            (api, v)
+        }
+        ClusterCommand::Promote { id, api } => {
+            let path = format!("/api/v1/cluster/members/{id}/promote");
             let v = api
                 .client()?
-                .delete(&format!("/api/v1/cluster/members/{id}"))
+                .post_json_within(&path, &Value::Null, within)
                 .await?;
-            return print_or(&api, &v, print_message);
+            (api, v)
         }
-        ClusterCommand::TransferLeader { id, api } => (
-            api,
-            "/api/v1/cluster/leader".to_string(),
-            serde_json::json!({ "node_id": id }),
-        ),
+        ClusterCommand::Remove { id, api } => {
+            let path = format!("/api/v1/cluster/members/{id}");
+            let v = api.client()?.delete_within(&path, within).await?;
+            (api, v)
+        }
+        ClusterCommand::TransferLeader { id, api } => {
+            let body = serde_json::json!({ "node_id": id });
+            let v = api
+                .client()?
+                .post_json_within("/api/v1/cluster/leader", &body, within)
+                .await?;
+            (api, v)
+        }
     };
-    // The node forwards it and may wait for a new node to catch up: longer than a read.
-    let within = Duration::from_millis(consentry_cluster::membership::LEARNER_CATCH_UP_MS * 2);
-    let v = api.client()?.post_json_within(&path, &body, within).await?;
     print_or(&api, &v, print_message)
 }
 
@@ -519,6 +526,7 @@ fn print_message(v: &Value) {
 
 /// The cluster as the leader sees it, with each member's own role, term and indexes under
 /// `self` (`{"error": ...}` when its API did not answer, `null` when it has no API URL).
+/// Members are asked at once, each for at most `MEMBER_STATUS_TIMEOUT_MS`.
 async fn cluster_status(client: &ApiClient) -> anyhow::Result<Value> {
     fn figures(v: &Value) -> Value {
         serde_json::json!({
@@ -526,37 +534,53 @@ async fn cluster_status(client: &ApiClient) -> anyhow::Result<Value> {
             "last_log_index": v["last_log_index"], "applied_index": v["applied_index"],
         })
     }
-    let mut view = client.get("/api/v1/cluster").await?;
     let quick = Duration::from_millis(MEMBER_STATUS_TIMEOUT_MS);
-    let asked = view["node_id"].clone();
-    // Lag and reachability are known on the leader: take the member table from it.
-    let leader_api = view["members"]
+    let asked_view = client.get("/api/v1/cluster").await?;
+    let members = asked_view["members"]
         .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["leader"] == true && m["id"] != asked))
-        .and_then(|m| m["api"].as_str())
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned);
-    if let Some(url) = leader_api {
-        if let Ok(leader_view) = client.at(&url).get_within("/api/v1/cluster", quick).await {
-            view["members"] = leader_view["members"].clone();
-            view["members_from"] = leader_view["node_id"].clone();
+        .cloned()
+        .unwrap_or_default();
+    let asked = &asked_view;
+    // Every member's own view, asked at once; the asked node's is in hand.
+    let views = futures::future::join_all(members.iter().map(|m| async move {
+        if m["id"] == asked["node_id"] {
+            return Some(Ok(asked.clone()));
+        }
+        let url = m["api"].as_str().filter(|a| !a.is_empty())?;
+        Some(client.at(url).get_within("/api/v1/cluster", quick).await)
+    }))
+    .await;
+    let own: Vec<Value> = views
+        .into_iter()
+        .map(|v| match v {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
+            None => Value::Null,
+        })
+        .collect();
+    // Lag and reachability are known on the leader: take the member table from its view.
+    let mut view = asked_view.clone();
+    let leader_view = own
+        .iter()
+        .find(|v| v["role"] == "Leader" && v["node_id"] != asked_view["node_id"]);
+    if let Some(leader_view) = leader_view {
+        view["members"] = leader_view["members"].clone();
+        view["members_from"] = leader_view["node_id"].clone();
+    }
+    let by_id: std::collections::BTreeMap<String, &Value> = members
+        .iter()
+        .zip(&own)
+        .map(|(m, v)| (m["id"].to_string(), v))
+        .collect();
+    if let Some(rows) = view["members"].as_array_mut() {
+        for member in rows {
+            member["self"] = match by_id.get(&member["id"].to_string()) {
+                Some(v) if v.get("error").is_some() => (*v).clone(),
+                Some(v) if !v.is_null() => figures(v),
+                _ => Value::Null,
+            };
         }
     }
-    let mut members = view["members"].as_array().cloned().unwrap_or_default();
-    for member in &mut members {
-        member["self"] = if member["id"] == asked {
-            figures(&view)
-        } else {
-            match member["api"].as_str().filter(|a| !a.is_empty()) {
-                Some(url) => match client.at(url).get_within("/api/v1/cluster", quick).await {
-                    Ok(v) => figures(&v),
-                    Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
-                },
-                None => Value::Null,
-            }
-        };
-    }
-    view["members"] = Value::Array(members);
     Ok(view)
 }
 

@@ -33,52 +33,14 @@ impl ApiClient {
         })
     }
 
-    /// The same client and token, talking to another node's API.
+    /// The same HTTP client, without the token, talking to another node's API: the URL
+    /// comes from cluster state (a member's `api`), so the token is not sent there.
     pub fn at(&self, base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
-            token: self.token.clone(),
+            token: None,
             http: self.http.clone(),
         }
-    }
-
-    /// The API base URL this client talks to.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// GETs a JSON document, giving up after `timeout`.
-    ///
-    /// # Errors
-    /// When the node does not answer in time or answers with an error.
-    pub async fn get_within(&self, path: &str, timeout: Duration) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .timeout(timeout)
-            .send()
-            .await
-            .with_context(|| format!("no answer from {}", self.base))?;
-        Self::json(resp).await
-    }
-
-    /// GETs a text document (`/metrics`).
-    ///
-    /// # Errors
-    /// When the node is unreachable, answers with an error, or the body is not UTF-8.
-    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the consentry API at {}", self.base))?;
-        let status = resp.status();
-        let body = read_limited(resp, CLI_RESPONSE_BYTES_MAX).await?;
-        if !status.is_success() {
-            bail!("HTTP {status} from {}{path}", self.base);
-        }
-        String::from_utf8(body).context("the answer is not UTF-8")
     }
 
     /// GETs a JSON document.
@@ -86,14 +48,26 @@ impl ApiClient {
     /// # Errors
     /// When the node is unreachable or answers with an error.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| {
-            format!(
-                "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
-                self.base
-            )
-        })?;
-        Self::json(resp).await
+        self.get_within(path, Duration::from_millis(CLI_REQUEST_TIMEOUT_MS))
+            .await
+    }
+
+    /// [`ApiClient::get`], giving up after `timeout`.
+    ///
+    /// # Errors
+    /// When the node does not answer in time or answers with an error.
+    pub async fn get_within(&self, path: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let request = self.http.get(self.url(path)).timeout(timeout);
+        Self::json(self.send(request).await?).await
+    }
+
+    /// GETs a text document (`/metrics`).
+    ///
+    /// # Errors
+    /// When the node is unreachable, answers with an error, or the body is not UTF-8.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let body = Self::body(self.send(self.http.get(self.url(path))).await?).await?;
+        String::from_utf8(body).context("the answer is not UTF-8")
     }
 
     /// PUTs a body with the bearer token.
@@ -104,7 +78,7 @@ impl ApiClient {
     pub async fn put(&self, path: &str, body: String) -> anyhow::Result<Value> {
         let request = self
             .http
-            .put(format!("{}{path}", self.base))
+            .put(self.url(path))
             .header(reqwest::header::CONTENT_TYPE, "application/toml")
             .body(body);
         self.send_authorized(request).await
@@ -115,8 +89,8 @@ impl ApiClient {
     /// # Errors
     /// As [`ApiClient::put`].
     pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let request = self.http.post(format!("{}{path}", self.base)).json(body);
-        self.send_authorized(request).await
+        let within = Duration::from_millis(CLI_REQUEST_TIMEOUT_MS);
+        self.post_json_within(path, body, within).await
     }
 
     /// [`ApiClient::post_json`] for a request that may take longer than one API call
@@ -130,21 +104,26 @@ impl ApiClient {
         body: &Value,
         timeout: Duration,
     ) -> anyhow::Result<Value> {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .timeout(timeout)
-            .json(body);
+        let request = self.http.post(self.url(path)).timeout(timeout).json(body);
         self.send_authorized(request).await
     }
 
-    /// DELETEs a resource with the bearer token.
+    /// DELETEs a resource with the bearer token, giving up after `timeout`.
+    ///
+    /// # Errors
+    /// As [`ApiClient::put`].
+    pub async fn delete_within(&self, path: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let request = self.http.delete(self.url(path)).timeout(timeout);
+        self.send_authorized(request).await
+    }
+
+    /// [`ApiClient::delete_within`] within one API call's timeout.
     ///
     /// # Errors
     /// As [`ApiClient::put`].
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        let request = self.http.delete(format!("{}{path}", self.base));
-        self.send_authorized(request).await
+        let within = Duration::from_millis(CLI_REQUEST_TIMEOUT_MS);
+        self.delete_within(path, within).await
     }
 
     /// GETs raw bytes with the bearer token (a snapshot), at most `limit` of them, within
@@ -155,14 +134,11 @@ impl ApiClient {
     pub async fn download(&self, path: &str, limit: usize) -> anyhow::Result<Vec<u8>> {
         let request = self
             .http
-            .get(format!("{}{path}", self.base))
+            .get(self.url(path))
             .timeout(Duration::from_millis(CLI_TRANSFER_TIMEOUT_MS));
         let resp = self.send_with_token(request).await?;
         if !resp.status().is_success() {
-            return match Self::json(resp).await {
-                Err(e) => Err(e),
-                Ok(v) => bail!("the API answered an error: {v}"),
-            };
+            return Self::body(resp).await; // An `ApiError`.
         }
         read_limited(resp, limit).await
     }
@@ -174,7 +150,7 @@ impl ApiClient {
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
         let request = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(self.url(path))
             .timeout(Duration::from_millis(CLI_TRANSFER_TIMEOUT_MS))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
@@ -193,7 +169,11 @@ impl ApiClient {
         let Some(token) = &self.token else {
             bail!("this command needs the API token: set CONSENTRY_TOKEN or pass --token-file");
         };
-        request.bearer_auth(token).send().await.with_context(|| {
+        self.send(request.bearer_auth(token)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        request.send().await.with_context(|| {
             format!(
                 "cannot reach the consentry API at {} (set --api or CONSENTRY_API)",
                 self.base
@@ -201,20 +181,33 @@ impl ApiClient {
         })
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     async fn json(resp: reqwest::Response) -> anyhow::Result<Value> {
+        Ok(parse_json(&Self::body(resp).await?))
+    }
+
+    /// The body of a successful answer; an error answer becomes an [`ApiError`].
+    async fn body(resp: reqwest::Response) -> anyhow::Result<Vec<u8>> {
         let status = resp.status();
         let body = read_limited(resp, CLI_RESPONSE_BYTES_MAX).await?;
-        let value: Value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
         if status.is_success() {
-            return Ok(value);
+            return Ok(body);
         }
         Err(ApiError {
             status: status.as_u16(),
-            body: value,
+            body: parse_json(&body),
         }
         .into())
     }
+}
+
+/// JSON, or the text as a JSON string when it is not JSON.
+fn parse_json(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 /// Reads a whole response body, refusing one larger than `limit` bytes.

@@ -56,6 +56,9 @@ impl Default for LogPolicy {
 
 /// The smallest `[raft] snapshot_every` accepted.
 pub const SNAPSHOT_EVERY_MIN: u64 = 20;
+/// The largest `[raft] snapshot_every` and `log_kept`: the log on disk stays bounded (about
+/// four days of entries at three a second).
+pub const LOG_ENTRIES_MAX: u64 = 1_000_000;
 /// `[raft] snapshot_chunk` bounds: a chunk must fit a raft frame with room to spare.
 pub const SNAPSHOT_CHUNK_MIN: u64 = 1024;
 pub const SNAPSHOT_CHUNK_MAX: u64 = 16 * 1024 * 1024;
@@ -127,6 +130,21 @@ struct RawMember {
     api: String,
 }
 
+/// A member's `api`: empty, or an http(s) base URL (the CLI reads `cluster status` there).
+///
+/// # Errors
+/// Why it is not one.
+pub fn check_member_api(api: &str) -> Result<(), String> {
+    if api.is_empty() {
+        return Ok(());
+    }
+    match reqwest::Url::parse(api) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(_) => Err(format!("{api:?} is not an http(s) URL")),
+        Err(e) => Err(format!("{api:?}: {e}")),
+    }
+}
+
 pub(crate) fn yes() -> bool {
     true
 }
@@ -191,12 +209,21 @@ impl NodeConfig {
         if raw.site.trim().is_empty() {
             errors.push((whole, "site must not be empty".into()));
         }
-        if raw.raft.snapshot_every < SNAPSHOT_EVERY_MIN {
+        if !(SNAPSHOT_EVERY_MIN..=LOG_ENTRIES_MAX).contains(&raw.raft.snapshot_every) {
             errors.push((
                 whole,
                 format!(
-                    "[raft] snapshot_every = {} is below the minimum of {SNAPSHOT_EVERY_MIN}",
+                    "[raft] snapshot_every = {} must be {SNAPSHOT_EVERY_MIN} to {LOG_ENTRIES_MAX}",
                     raw.raft.snapshot_every
+                ),
+            ));
+        }
+        if raw.raft.log_kept > LOG_ENTRIES_MAX {
+            errors.push((
+                whole,
+                format!(
+                    "[raft] log_kept = {} must be at most {LOG_ENTRIES_MAX}",
+                    raw.raft.log_kept
                 ),
             ));
         }
@@ -234,6 +261,9 @@ impl NodeConfig {
                     whole,
                     format!("initial_member {} addr {:?} is not IP:PORT", m.id, m.addr),
                 ));
+            }
+            if let Err(why) = check_member_api(&m.api) {
+                errors.push((whole, format!("initial_member {} api: {why}", m.id)));
             }
         }
         if !raw.initial_member.is_empty() && !seen.contains(&raw.node_id) {
@@ -389,11 +419,21 @@ probe = false
         let tuned = format!("{GOOD}\n[raft]\nsnapshot_every = 100\nlog_kept = 7\n");
         let c = NodeConfig::parse(&tuned, Path::new("/")).unwrap();
         assert_eq!((c.log.snapshot_every, c.log.log_kept), (100, 7));
-        let tiny = format!("{GOOD}\n[raft]\nsnapshot_every = 1\n");
-        let errs = NodeConfig::parse(&tiny, Path::new("/")).unwrap_err();
-        assert!(
-            errs.iter().any(|e| e.1.contains("snapshot_every")),
-            "{errs:?}"
+        for bad in [
+            "snapshot_every = 1",
+            "snapshot_every = 1000001",
+            "log_kept = 1000001",
+        ] {
+            let text = format!("{GOOD}\n[raft]\n{bad}\n");
+            let errs = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(errs.iter().any(|e| e.1.contains(key)), "{bad}: {errs:?}");
+        }
+        let bad_api = GOOD.replace(
+            "addr = \"127.0.0.1:7403\"",
+            "addr = \"127.0.0.1:7403\"\napi = \"file:///etc/passwd\"",
         );
+        let errs = NodeConfig::parse(&bad_api, Path::new("/")).unwrap_err();
+        assert!(errs.iter().any(|e| e.1.contains("http(s)")), "{errs:?}");
     }
 }

@@ -491,7 +491,8 @@ async fn return_memory_after_snapshots(raft: Raft, cancel: CancellationToken) {
         let now = metrics.borrow().snapshot;
         if now != last {
             last = now;
-            release_free_heap();
+            // It walks the whole heap: not on a worker thread.
+            let _ = tokio::task::spawn_blocking(release_free_heap).await;
         }
     }
 }

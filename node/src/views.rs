@@ -289,39 +289,35 @@ pub fn cluster(
     site: &str,
 ) -> ClusterView {
     let m = raft.metrics().borrow().clone();
-    let last = m.last_log_index;
     let membership = m.membership_config.membership();
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
     let members = membership
         .nodes()
-        .map(|(id, n)| MemberView {
-            id: *id,
-            site: n.site.clone(),
-            addr: n.addr.clone(),
-            api: n.api.clone(),
-            role: if voters.contains(id) {
-                "voter"
-            } else {
-                "learner"
-            },
-            probe: n.probe,
-            leader: m.current_leader == Some(*id),
-            lag: m.replication.as_ref().and_then(|r| {
-                r.get(id).map(|matched| {
-                    last.unwrap_or(0)
-                        .saturating_sub(matched.map_or(0, |l| l.index))
-                })
-            }),
-            reachable: if *id == node_id {
-                Some(true)
-            } else {
-                dialer
-                    .since_answer(*id)
-                    .map(|d| d.as_millis() as u64 <= REACHABLE_WITHIN_MS)
-            },
-            last_answer_ms: (*id != node_id)
-                .then(|| dialer.since_answer(*id).map(|d| d.as_millis() as u64))
-                .flatten(),
+        .map(|(id, n)| {
+            let answered_ms = (*id != node_id)
+                .then(|| dialer.since_answer(*id))
+                .flatten()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            MemberView {
+                id: *id,
+                site: n.site.clone(),
+                addr: n.addr.clone(),
+                api: n.api.clone(),
+                role: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                },
+                probe: n.probe,
+                leader: m.current_leader == Some(*id),
+                lag: consentry_cluster::membership::lag_of(&m, *id),
+                reachable: if *id == node_id {
+                    Some(true)
+                } else {
+                    answered_ms.map(|ms| ms <= REACHABLE_WITHIN_MS)
+                },
+                last_answer_ms: answered_ms,
+            }
         })
         .collect();
     ClusterView {
@@ -330,7 +326,7 @@ pub fn cluster(
         role: format!("{:?}", m.state),
         leader: m.current_leader,
         term: m.current_term,
-        last_log_index: last.unwrap_or(0),
+        last_log_index: m.last_log_index.unwrap_or(0),
         applied_index: m.last_applied.map_or(0, |l| l.index),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
         purged_index: m.purged.map_or(0, |l| l.index),

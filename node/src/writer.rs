@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use consentry_cluster::command::{Command, CommandResponse};
 use consentry_cluster::membership::{self, AdminError, AdminRequest};
+use consentry_cluster::types::ClusterNode;
 use consentry_cluster::types::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
@@ -17,8 +18,6 @@ pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
 /// Timeout for a forwarded membership request: a new learner may take a while to catch up.
 pub const ADMIN_FORWARD_TIMEOUT_MS: u64 =
     consentry_cluster::membership::LEARNER_CATCH_UP_MS + 5_000;
-/// Nodes a membership request may be handed to before it gives up.
-const ADMIN_HOPS_MAX: usize = 3;
 
 /// A cloneable handle that writes commands through raft from any node.
 #[derive(Clone)]
@@ -100,58 +99,62 @@ impl Writer {
 }
 
 impl Writer {
-    /// Runs an operator's membership request on the leader, or a leadership hand-over on
-    /// node `to` (`None`: this node). Follows one change of leader.
+    /// Runs an operator's request on the leader: here when this node leads, otherwise on the
+    /// leader that the refusal names, over the cluster transport. While no leader is known
+    /// it waits and asks again, as [`Writer::write`] does.
     ///
     /// # Errors
-    /// The leader's or the target's refusal, or why neither could be reached.
-    pub async fn admin(
-        &self,
-        request: AdminRequest,
-        to: Option<u64>,
-    ) -> Result<String, AdminError> {
-        let mut target = to.filter(|t| *t != self.self_id);
-        for _ in 0..ADMIN_HOPS_MAX {
-            let result = match target {
+    /// The leader's refusal; `NotLeader` when no leader was found in `WRITE_ATTEMPTS_MAX`
+    /// tries; `Unreachable` when the leader did not answer (the change may have been made).
+    pub async fn admin(&self, request: AdminRequest) -> Result<String, AdminError> {
+        let mut leader: Option<(u64, ClusterNode)> = None;
+        let mut last = AdminError::NotLeader {
+            node: self.self_id,
+            leader: None,
+        };
+        for attempt in 1..=WRITE_ATTEMPTS_MAX {
+            let result = match &leader {
                 None => self.admin_here(request.clone()).await,
-                Some(id) => {
-                    let node = self
-                        .raft
-                        .metrics()
-                        .borrow()
-                        .membership_config
-                        .membership()
-                        .get_node(&id)
-                        .cloned()
-                        .ok_or_else(|| AdminError::Refused(format!("node {id} is not a member")))?;
-                    consentry_cluster::transport::forward_admin(
-                        self.dialer.clone(),
-                        self.self_id,
-                        id,
-                        &node,
-                        request.clone(),
-                        Duration::from_millis(ADMIN_FORWARD_TIMEOUT_MS),
-                    )
-                    .await
-                    .map_err(|e| AdminError::Raft(format!("node {id} could not be reached: {e}")))?
-                }
+                Some((id, node)) => self.forward_admin(*id, node, request.clone()).await,
             };
             match result {
-                Err(AdminError::NotLeader {
-                    leader: Some((leader, _)),
-                    ..
-                }) if request.needs_leader() && Some(leader) != target => {
-                    target = (leader != self.self_id).then_some(leader);
-                }
-                Err(AdminError::NotLeader { leader: None, .. }) => {
-                    return Err(AdminError::Raft(WriteError::NoLeader.to_string()))
+                Err(AdminError::NotLeader { leader: named, .. }) => {
+                    leader = named.filter(|(id, _)| *id != self.self_id);
+                    last = AdminError::NotLeader {
+                        node: self.self_id,
+                        leader: leader.clone(),
+                    };
                 }
                 other => return other,
             }
+            tokio::time::sleep(Duration::from_millis(WRITE_BACKOFF_MS * u64::from(attempt))).await;
         }
-        Err(AdminError::Raft(
-            "the leader changed while the request was forwarded; try again".into(),
-        ))
+        Err(last)
+    }
+
+    /// Sends `request` to node `id` and returns its answer; a transport failure is
+    /// `Unreachable`, since the request may or may not have been carried out.
+    async fn forward_admin(
+        &self,
+        id: u64,
+        node: &ClusterNode,
+        request: AdminRequest,
+    ) -> Result<String, AdminError> {
+        consentry_cluster::transport::forward_admin(
+            self.dialer.clone(),
+            self.self_id,
+            id,
+            node,
+            request,
+            Duration::from_millis(ADMIN_FORWARD_TIMEOUT_MS),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            Err(AdminError::Unreachable {
+                node: id,
+                message: e.to_string(),
+            })
+        })
     }
 }
 
@@ -189,13 +192,7 @@ impl Writer {
                 membership::TRANSFER_CATCH_UP_MS,
             )))
             .metrics(
-                |m| {
-                    let last = m.last_log_index;
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&to))
-                        .is_some_and(|matched| matched.map(|l| l.index) == last)
-                },
+                |m| membership::lag_of(m, to) == Some(0),
                 "the new leader has every entry",
             )
             .await;
@@ -206,16 +203,8 @@ impl Writer {
                 membership::lag(&self.raft, to).map_or("?".into(), |l| l.to_string())
             )));
         }
-        consentry_cluster::transport::forward_admin(
-            self.dialer.clone(),
-            self.self_id,
-            to,
-            &node,
-            AdminRequest::TakeLeadership,
-            Duration::from_millis(membership::TAKE_LEADERSHIP_MS + 2_000),
-        )
-        .await
-        .map_err(|e| AdminError::Raft(format!("node {to} could not be reached: {e}")))?
+        self.forward_admin(to, &node, AdminRequest::TakeLeadership)
+            .await
     }
 }
 
@@ -256,7 +245,7 @@ impl consentry_cluster::transport::RpcHandler for NodeRpc {
         command: Command,
     ) -> Result<
         openraft::raft::ClientWriteResponse<consentry_cluster::types::TypeConfig>,
-        RaftError<u64, ClientWriteError<u64, consentry_cluster::types::ClusterNode>>,
+        RaftError<u64, ClientWriteError<u64, ClusterNode>>,
     > {
         self.raft.client_write(command).await
     }

@@ -91,6 +91,9 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
     if args.minutes == 0 || args.minutes > MINUTES_MAX {
         bail!("--minutes must be 1 to {MINUTES_MAX}");
     }
+    if !(1..=3).contains(&args.leader) {
+        bail!("--leader must be 1, 2 or 3");
+    }
     if args.interval == 0 || args.sample == 0 || args.targets == 0 || args.targets > 250 {
         bail!("--interval and --sample must be positive, --targets 1 to 250");
     }
@@ -109,9 +112,6 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
         .map(|n| ApiClient::new(&n.api, Some(token.clone())))
         .collect::<Result<_, _>>()?;
     wait_leader(&clients[0]).await?;
-    if !(1..=3).contains(&args.leader) {
-        bail!("--leader must be 1, 2 or 3");
-    }
     let moved = clients[0]
         .post_json(
             "/api/v1/cluster/leader",
@@ -292,8 +292,10 @@ async fn start_targets(
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             loop {
-                if let Ok((stream, _)) = listener.accept().await {
-                    drop(stream);
+                match listener.accept().await {
+                    Ok((stream, _)) => drop(stream),
+                    // Out of file descriptors, say: do not spin on it.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             }
         });
