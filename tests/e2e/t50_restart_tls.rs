@@ -538,15 +538,17 @@ fn node_certificate_rotates_on_sighup() {
     world.wait_caught_up(2, REJOIN_TIMEOUT);
 }
 
-/// SHA-256 (hex) of the certificate in `stem`.pem, as the node loads it.
+/// SHA-256 (hex) of the first certificate in `stem`.pem, read here rather than by the
+/// product's own loader, so a loader that picked the wrong certificate would show.
 fn cert_sha256(certs: &std::path::Path, stem: &str) -> String {
-    consentry_cluster::tls::TlsMaterial::load(
-        &certs.join("ca.pem"),
-        &certs.join(format!("{stem}.pem")),
-        &certs.join(format!("{stem}.key")),
-    )
-    .expect("TLS material")
-    .cert_fingerprint()
+    use rustls::pki_types::pem::PemObject as _;
+    let path = certs.join(format!("{stem}.pem"));
+    let first = rustls::pki_types::CertificateDer::pem_file_iter(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .next()
+        .unwrap_or_else(|| panic!("no certificate in {}", path.display()))
+        .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    hex(ring::digest::digest(&ring::digest::SHA256, first.as_ref()).as_ref())
 }
 
 /// Opens a QUIC connection to node `id` as node 1 (node 1's certificate, the cluster CA)
@@ -574,12 +576,12 @@ fn presented_certificate(world: &World, certs: &std::path::Path, id: u64) -> Str
             .expect("a certificate chain");
         connection.close(0u32.into(), b"done");
         endpoint.wait_idle().await;
-        ring::digest::digest(&ring::digest::SHA256, chain[0].as_ref())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(ring::digest::digest(&ring::digest::SHA256, chain[0].as_ref()).as_ref())
     })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Waits until node `id` answers `cluster status`, whatever it says.

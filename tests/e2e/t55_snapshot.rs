@@ -11,10 +11,6 @@ use crate::harness::{
     CHECKS_OK_TIMEOUT, FORM_TIMEOUT,
 };
 
-fn with_token(world: &World, args: &[&str]) -> CliOutput {
-    world.cli_in(world.root(), args, &[("CONSENTRY_TOKEN", world.token())])
-}
-
 fn json_of(out: &CliOutput) -> Value {
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.describe()))
@@ -44,21 +40,18 @@ fn a_snapshot_restores_into_a_fresh_cluster() {
     old.apply(&checks).expect_success();
     old.wait_checks_ok(&["web", "db"], CHECKS_OK_TIMEOUT);
     let api = old.api(1);
-    with_token(
-        &old,
-        &[
-            "silence",
-            "add",
-            "--match",
-            "db",
-            "--for",
-            "3h",
-            "--reason",
-            "disk swap",
-            "--api",
-            &api,
-        ],
-    )
+    old.token_cli(&[
+        "silence",
+        "add",
+        "--match",
+        "db",
+        "--for",
+        "3h",
+        "--reason",
+        "disk swap",
+        "--api",
+        &api,
+    ])
     .expect_success();
 
     info!("an outage of web opens an incident in the old cluster");
@@ -69,7 +62,9 @@ fn a_snapshot_restores_into_a_fresh_cluster() {
     info!("consentry snapshot save");
     let file = old.root().join("backup.snapshot");
     let file_arg = file.to_string_lossy().into_owned();
-    let saved = with_token(&old, &["snapshot", "save", &file_arg, "--api", &api]).expect_success();
+    let saved = old
+        .token_cli(&["snapshot", "save", &file_arg, "--api", &api])
+        .expect_success();
     info!("{}", saved.stdout.trim());
     let mode = std::fs::metadata(&file)
         .expect("the snapshot file")
@@ -91,13 +86,11 @@ fn a_snapshot_restores_into_a_fresh_cluster() {
     let new = World::three_nodes(&WorldOptions::default());
     new.wait_formed(FORM_TIMEOUT);
     let new_api = new.api(2);
-    let restored = with_token(
-        &new,
-        &[
+    let restored = new
+        .token_cli(&[
             "snapshot", "restore", &file_arg, "--api", &new_api, "--json",
-        ],
-    )
-    .expect_success();
+        ])
+        .expect_success();
     let restored = json_of(&restored);
     assert_eq!(restored["restored"]["checks"], 2, "{restored}");
     assert_eq!(restored["restored"]["silences"], 1, "{restored}");
@@ -142,7 +135,7 @@ fn a_snapshot_restores_into_a_fresh_cluster() {
     );
 
     info!("a second restore is refused: the cluster is no longer fresh");
-    let again = with_token(&new, &["snapshot", "restore", &file_arg, "--api", &new_api]);
+    let again = new.token_cli(&["snapshot", "restore", &file_arg, "--api", &new_api]);
     assert!(!again.success(), "restored twice: {}", again.describe());
     assert!(again.stderr.contains("fresh"), "{}", again.describe());
 
@@ -151,6 +144,7 @@ fn a_snapshot_restores_into_a_fresh_cluster() {
     let (code, body) = new.handle().block_on(async {
         let resp = reqwest::Client::builder()
             .no_proxy()
+            .timeout(std::time::Duration::from_secs(60))
             .build()
             .expect("client")
             .post(format!("{new_api}/api/v1/snapshot/restore"))
@@ -171,7 +165,7 @@ fn a_snapshot_restores_into_a_fresh_cluster() {
     let junk = new.root().join("junk");
     std::fs::write(&junk, "checks = []\n").expect("write junk");
     let junk_arg = junk.to_string_lossy().into_owned();
-    let bad = with_token(&new, &["snapshot", "restore", &junk_arg, "--api", &new_api]);
+    let bad = new.token_cli(&["snapshot", "restore", &junk_arg, "--api", &new_api]);
     assert!(
         !bad.success() && bad.stderr.contains("not a consentry snapshot"),
         "{}",

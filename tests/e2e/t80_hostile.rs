@@ -304,11 +304,14 @@ fn hostile_targets_end_within_the_timeout_with_bounded_memory() {
             out.describe()
         )
     });
+    let peak_rss_kib = usage
+        .max_rss_kib
+        .expect("the probe run ended before its memory could be sampled");
     info!(
         "probe ran {:.2}s wall, peak RSS {} KiB ({:.1} MiB), exit {:?}",
         usage.wall.as_secs_f64(),
-        usage.max_rss_kib,
-        kib_to_mib(usage.max_rss_kib),
+        peak_rss_kib,
+        kib_to_mib(peak_rss_kib),
         out.code
     );
 
@@ -399,9 +402,9 @@ fn hostile_targets_end_within_the_timeout_with_bounded_memory() {
         usage.wall.as_secs_f64()
     );
     assert!(
-        usage.max_rss_kib <= PEAK_RSS_MAX_KIB,
+        peak_rss_kib <= PEAK_RSS_MAX_KIB,
         "peak RSS {} KiB over {PEAK_RSS_MAX_KIB} KiB while the HUGE fakes offered {HUGE_BYTES_OFFERED} bytes each",
-        usage.max_rss_kib
+        peak_rss_kib
     );
 
     info!("stop the fakes (trickles and floods are cancelled with their runtime)");

@@ -19,10 +19,6 @@ use crate::harness::{
 const HOLD_WINDOW: Duration = Duration::from_secs(6);
 
 /// Runs the CLI from the test's root with the API token in `CONSENTRY_TOKEN`.
-fn cli_with_token(world: &World, args: &[&str]) -> crate::harness::CliOutput {
-    world.cli_in(world.root(), args, &[("CONSENTRY_TOKEN", world.token())])
-}
-
 /// `consentry incidents --json` as raw JSON, for the fields the shared view does not read
 /// (`silenced`, `silenced_by`, `suppressed_by`, `parent_hold`, `notified`).
 fn incidents_json(world: &World) -> Result<Vec<Value>, String> {
@@ -99,9 +95,8 @@ fn silence_over_a_real_outage_records_but_does_not_page() {
 
     info!("silence `web` for 10m with `consentry silence add` (token from CONSENTRY_TOKEN)");
     let api = world.api(world.reader());
-    let added = cli_with_token(
-        &world,
-        &[
+    let added = world
+        .token_cli(&[
             "silence",
             "add",
             "--match",
@@ -113,9 +108,8 @@ fn silence_over_a_real_outage_records_but_does_not_page() {
             "--json",
             "--api",
             &api,
-        ],
-    )
-    .expect_success();
+        ])
+        .expect_success();
     let added: Value = serde_json::from_str(&added.stdout)
         .unwrap_or_else(|e| panic!("silence add --json is not JSON ({e}): {}", added.stdout));
     let silence_id = added["id"]
@@ -174,11 +168,9 @@ fn silence_over_a_real_outage_records_but_does_not_page() {
 
     info!("remove silence {silence_id} while the outage goes on: the open incident notifies now, once");
     let deadline = Deadline::after(ALERT_SLACK);
-    cli_with_token(
-        &world,
-        &["silence", "remove", &silence_id.to_string(), "--api", &api],
-    )
-    .expect_success();
+    world
+        .token_cli(&["silence", "remove", &silence_id.to_string(), "--api", &api])
+        .expect_success();
     let firing = world.wait_hook(&receiver, "web", "firing", deadline.remaining());
     info!(
         "firing webhook after the silence ended: {}",

@@ -71,11 +71,12 @@ pub struct Usage {
     /// From just before the spawn to the reap.
     pub wall: Duration,
     /// The command's own peak resident set size in KiB: its `VmHWM`, sampled while it ran
-    /// (see `wait4_with_deadline` for why not `ru_maxrss`).
-    pub max_rss_kib: u64,
+    /// (see `wait_sampling_memory` for why not `ru_maxrss`); `None` when it ended before the
+    /// first sample.
+    pub max_rss_kib: Option<u64>,
 }
 
-/// [`run_cli`], reaping the process with `wait4` to learn its peak memory as well.
+/// [`run_cli`], sampling the process's own peak memory while it runs.
 pub fn run_cli_measured<I, S>(cwd: &Path, args: I, env: &[(&str, &str)]) -> (CliOutput, Usage)
 where
     I: IntoIterator<Item = S>,
@@ -83,7 +84,7 @@ where
 {
     let started = now();
     let mut running = spawn(cwd, args, env);
-    let (code, max_rss_kib) = wait4_with_deadline(&mut running.child, &running.command);
+    let (code, max_rss_kib) = wait_sampling_memory(&mut running.child, &running.command);
     let wall = now().saturating_duration_since(started);
     (running.finish(code), Usage { wall, max_rss_kib })
 }
@@ -182,16 +183,15 @@ fn wait_with_deadline(child: &mut Child, command: &str) -> Option<i32> {
     }
 }
 
-/// Reaps `child` with `wait4` (which `Child::try_wait` cannot do: it drops the resource
-/// usage), killing it after [`CLI_TIMEOUT`]. Returns the exit code (`None` when killed by
-/// a signal) and the peak RSS in KiB.
-/// Reaps `child`, returning its exit code and its peak resident memory in KiB.
+/// Reaps `child`, killing it after [`CLI_TIMEOUT`]. Returns the exit code (`None` when
+/// killed by a signal) and the peak resident memory in KiB (`None`: it ended before the
+/// first sample).
 ///
 /// The peak is the child's own `VmHWM`, read from `/proc` every few milliseconds while it
-/// runs. `ru_maxrss` from `wait4` is not used when a sample exists: a child made by `fork`
-/// counts the test process's resident memory before `exec` in it (Linux keeps the larger
+/// runs. `ru_maxrss` from `wait4` is no use: a child made by `fork` or `posix_spawn` counts
+/// the test process's resident memory before `exec` in it (Linux keeps the larger
 /// high-water mark across `exec`), so it measured this whole test binary, not the command.
-fn wait4_with_deadline(child: &mut Child, command: &str) -> (Option<i32>, u64) {
+fn wait_sampling_memory(child: &mut Child, command: &str) -> (Option<i32>, Option<u64>) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     let start = now();
     let mut sampled_hwm_kib: Option<u64> = None;
@@ -200,23 +200,19 @@ fn wait4_with_deadline(child: &mut Child, command: &str) -> (Option<i32>, u64) {
             sampled_hwm_kib = Some(sampled_hwm_kib.map_or(hwm, |s| s.max(hwm)));
         }
         let mut status: libc::c_int = 0;
-        // SAFETY: rusage is plain data; all-zero bytes are a valid value.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: `pid` is our own unreaped child (std reaps only in wait/try_wait, which
-        // this path never calls); the pointers are valid for the call.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        // this path never calls); the pointer is valid for the call.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if reaped == pid {
             let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-            let max_rss_kib =
-                sampled_hwm_kib.unwrap_or_else(|| u64::try_from(usage.ru_maxrss).unwrap_or(0));
-            return (code, max_rss_kib);
+            return (code, sampled_hwm_kib);
         }
         if reaped == -1 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            panic!("wait4 for `{command}`: {e}");
+            panic!("waitpid for `{command}`: {e}");
         }
         if now().saturating_duration_since(start) >= CLI_TIMEOUT {
             let _ = child.kill();

@@ -5,7 +5,7 @@
 
 mod checks;
 mod cli;
-mod clock;
+pub mod clock;
 mod expect;
 mod http1;
 pub mod netns;

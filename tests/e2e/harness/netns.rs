@@ -102,7 +102,11 @@ impl Site {
 
 /// The namespaces and links of one test.
 pub struct Net {
+    /// Starts the names of this network's namespaces: `cs<pid>x<n>`, so a later run can
+    /// tell a leftover of a test process that is gone.
     prefix: String,
+    /// Starts the names of its links in the test's own namespace (at most 15 bytes each).
+    link_prefix: String,
     internet: String,
     mgmt_net: u8,
     /// Every namespace made, deleted on drop (also when building failed half-way).
@@ -117,15 +121,55 @@ pub struct Net {
 
 static NETS: AtomicU32 = AtomicU32::new(0);
 
+/// Deletes the namespaces of test processes that are gone (a run killed before its drops
+/// ran), and stops what still runs in them: their management links would otherwise keep
+/// the addresses this run's networks use.
+fn remove_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("cs")
+            .and_then(|rest| rest.split_once('x'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                if let Ok(p) = p.parse::<libc::pid_t>() {
+                    // SAFETY: kill(2) of a process left in a test namespace.
+                    unsafe {
+                        libc::kill(p, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+        let _ = ip(&["netns", "del", name]);
+    }
+}
+
 impl Net {
     /// The internet namespace, empty of sites.
     pub fn new() -> Self {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(remove_leftovers);
         let n = NETS.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("cs{}x{n}", std::process::id() % 100_000);
+        let pid = std::process::id();
+        let prefix = format!("cs{pid}x{n}");
+        let link_prefix = format!("c{}x{n}", pid % 100_000);
         let internet = format!("{prefix}-inet");
         must(&["netns", "add", &internet]);
         let net = Self {
             prefix,
+            link_prefix,
             internet: internet.clone(),
             mgmt_net: 100 + u8::try_from(n % 100).expect("below 100"),
             namespaces: vec![internet.clone()],
@@ -183,7 +227,7 @@ impl Net {
         ]);
 
         // Management: the test's namespace <-> the site.
-        let root_if = format!("{}m{node_id}", self.prefix);
+        let root_if = format!("{}m{node_id}", self.link_prefix);
         must(&[
             "link", "add", "name", &root_if, "type", "veth", "peer", "name", "mgmt", "netns", &ns,
         ]);
@@ -319,36 +363,35 @@ impl Net {
 
     /// Cuts (`up = false`) or heals a site's carrier to the internet.
     pub fn set_carrier(&self, site: &str, up: bool) {
-        let site = self.site(site);
-        must(&[
-            "-n",
-            &site.ns,
-            "link",
-            "set",
-            "dev",
-            "uplink",
-            if up { "up" } else { "down" },
-        ]);
-        if up {
-            self.restore_routes();
-        }
+        self.set_links(&self.site(site).ns, &["uplink".to_owned()], up);
     }
 
     /// Cuts or heals every inter-site link of `site`: a partition that isolates it.
     pub fn set_isolated(&self, site: &str, isolated: bool) {
-        let site = self.site(site).clone();
-        for other in self.sites.iter().filter(|o| o.name != site.name) {
+        let site = self.site(site);
+        let links: Vec<String> = self
+            .sites
+            .iter()
+            .filter(|o| o.name != site.name)
+            .map(|o| format!("to{}", o.node_id))
+            .collect();
+        self.set_links(&site.ns, &links, !isolated);
+    }
+
+    /// `ip link set dev LINK up|down` in `ns`; a heal puts the static routes back.
+    fn set_links(&self, ns: &str, links: &[String], up: bool) {
+        for link in links {
             must(&[
                 "-n",
-                &site.ns,
+                ns,
                 "link",
                 "set",
                 "dev",
-                &format!("to{}", other.node_id),
-                if isolated { "down" } else { "up" },
+                link,
+                if up { "up" } else { "down" },
             ]);
         }
-        if !isolated {
+        if up {
             self.restore_routes();
         }
     }

@@ -181,6 +181,16 @@ impl NodeProc {
                 cmd
             }
         };
+        // The node dies with the test process, however that ends (a CI timeout's SIGKILL
+        // included), and does not hold its namespace or ports for the next run.
+        // SAFETY: prctl in the child before exec sets only its parent-death signal.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config_path)

@@ -26,6 +26,8 @@ pub struct Hook {
     /// The parsed body, or `Value::Null` when it was not JSON (see `raw`).
     pub body: Value,
     pub raw: String,
+    /// The address the notification came from (which node sent it, whatever its body says).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Hook {
@@ -207,7 +209,9 @@ async fn receive(mut stream: TcpStream, hooks: Arc<Mutex<Vec<Hook>>>) {
         return;
     };
     let raw = String::from_utf8_lossy(&request.body).into_owned();
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let hook = Hook {
+        peer,
         method: request.method.clone(),
         path: request.path.clone(),
         content_type: request.header("content-type").map(str::to_owned),

@@ -94,16 +94,22 @@ impl World {
             .iter()
             .map(|name| net_spec(net.site(name), extra, false))
             .collect();
-        for spec in &specs {
-            let tls = world.tls_for(spec.id);
-            world
-                .nodes
-                .push(NodeProc::create(&world.root, spec.clone(), &tls, &specs));
+        world.start_members(&specs, "in their own network namespaces");
+        world.net = Some(net);
+        world
+    }
+
+    /// Writes each node's config with `specs` as its `initial_member` list, makes them the
+    /// members, and starts them.
+    fn start_members(&mut self, specs: &[NodeSpec], how: &str) {
+        for spec in specs {
+            let tls = self.tls_for(spec.id);
+            self.nodes
+                .push(NodeProc::create(&self.root, spec.clone(), &tls, specs));
         }
-        world.member_ids = specs.iter().map(|s| s.id).collect();
+        self.member_ids = specs.iter().map(|s| s.id).collect();
         info!(
-            "starting {} nodes in their own network namespaces: {}",
-            specs.len(),
+            "starting nodes {how}: {}",
             specs
                 .iter()
                 .map(|s| format!(
@@ -116,11 +122,9 @@ impl World {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for node in &world.nodes {
-            node.start(&world.root);
+        for node in &self.nodes {
+            node.start(&self.root);
         }
-        world.net = Some(net);
-        world
     }
 
     /// The namespaces of a multi-host world.
@@ -138,11 +142,7 @@ impl World {
             .add_site(name, id, true);
         self.issue_cert(id);
         let spec = net_spec(&site, extra, true);
-        let tls = self.tls_for(id);
-        let node = NodeProc::create(&self.root, spec.clone(), &tls, &[]);
-        node.start(&self.root);
-        self.nodes.push(node);
-        spec
+        self.start_joining(spec)
     }
 
     fn issue_cert(&self, id: u64) {
@@ -188,30 +188,7 @@ impl World {
                 ..NodeSpec::loopback(id, site, probe)
             })
             .collect();
-        for spec in &specs {
-            let tls = TlsPaths {
-                // Relative on purpose: the node must resolve them against node.toml's directory.
-                ca: "../certs/ca.pem".to_owned(),
-                cert: format!("../certs/node-{}.pem", spec.id),
-                key: format!("../certs/node-{}.key", spec.id),
-                token_file: world.certs_dir.join("api.token"),
-            };
-            world
-                .nodes
-                .push(NodeProc::create(&world.root, spec.clone(), &tls, &specs));
-        }
-        world.member_ids = specs.iter().map(|s| s.id).collect();
-        info!(
-            "starting nodes 1 (site-a), 2 (site-b), 3 (witness site-c) from one initial_member list: {}",
-            specs
-                .iter()
-                .map(|s| format!("{}@raft {} api {}", s.id, s.raft_addr(), s.api_url()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        for node in &world.nodes {
-            node.start(&world.root);
-        }
+        world.start_members(&specs, "from one initial_member list");
         world
     }
 
@@ -251,7 +228,12 @@ impl World {
             extra: extra.to_owned(),
             ..NodeSpec::loopback(id, site, probe)
         };
-        let tls = self.tls_for(id);
+        self.start_joining(spec)
+    }
+
+    /// Starts a node with `join = true` and no member list.
+    fn start_joining(&mut self, spec: NodeSpec) -> NodeSpec {
+        let tls = self.tls_for(spec.id);
         let node = NodeProc::create(&self.root, spec.clone(), &tls, &[]);
         node.start(&self.root);
         self.nodes.push(node);
@@ -352,9 +334,14 @@ impl World {
         let api = self.api(via);
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--api", api.as_str()]);
+        self.token_cli(&all)
+    }
+
+    /// Runs the CLI from the test's root with the API token in `CONSENTRY_TOKEN`.
+    pub fn token_cli(&self, args: &[&str]) -> CliOutput {
         run_cli(
             &self.root,
-            &all,
+            args,
             &[("CONSENTRY_TOKEN", self.token.as_str())],
         )
     }
@@ -477,21 +464,37 @@ impl World {
     /// Waits until `status` shows every named check OK from site-a and site-b (fresh) and
     /// no result from the witness site-c.
     pub fn wait_checks_ok(&self, names: &[&str], timeout: Duration) -> StatusView {
+        let status = self.wait_checks_ok_from(self.reader(), names, &[SITE_A, SITE_B], timeout);
+        for name in names {
+            let check = status.check(name).expect("checked above");
+            if let Some(c) = check.site(SITE_C).filter(|c| c.status.is_some()) {
+                panic!("the witness site-c has a result: {}", c.describe());
+            }
+        }
+        status
+    }
+
+    /// Waits until node `via` shows every named check OK, and OK and fresh from each of
+    /// `sites`.
+    pub fn wait_checks_ok_from(
+        &self,
+        via: u64,
+        names: &[&str],
+        sites: &[&str],
+        timeout: Duration,
+    ) -> StatusView {
         self.wait(
-            &format!("checks {names:?} OK from site-a and site-b, nothing from site-c"),
+            &format!("checks {names:?} OK and fresh from {sites:?} on node {via}"),
             timeout,
             || {
-                let status = self.status_view(self.reader())?;
+                let status = self.status_view(via)?;
                 for name in names {
                     let check = status.check(name)?;
-                    let ok = [SITE_A, SITE_B]
+                    let fresh_ok = sites
                         .iter()
                         .all(|site| check.site(site).is_some_and(|s| s.is_ok() && s.fresh));
-                    if check.verdict != "OK" || !ok {
+                    if check.verdict != "OK" || !fresh_ok {
                         return Err(check.describe());
-                    }
-                    if let Some(c) = check.site(SITE_C).filter(|c| c.status.is_some()) {
-                        return Err(format!("the witness site-c has a result: {}", c.describe()));
                     }
                 }
                 Ok(status)
