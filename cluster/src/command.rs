@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Catalog, NotifyOutcome, ResultBatch, SilenceSpec};
+use crate::model::{Catalog, HostReport, NotifyOutcome, ResultBatch, SilenceSpec, StepOutcome};
 
 /// A replicated command. Every variant is applied by `ClusterState::apply`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +57,23 @@ pub enum Command {
     /// Restore a backup into a fresh cluster (`consentry snapshot restore`); refused by a
     /// cluster that already has a catalog, silences or incidents. Kept last, as above.
     Restore(Box<crate::backup::Backup>),
+    /// A host agent's report, through the node it is connected to (`node_id`; the agent's
+    /// name is from its certificate). Duplicates (same run and sequence number) are ignored.
+    AgentReport {
+        agent: String,
+        node_id: u64,
+        report: HostReport,
+    },
+    /// The leader is about to act on attempt `attempt` of a recovery step: the step's fencing
+    /// token becomes this entry's term and index. Re-proposed by a new leader for a step
+    /// dispatched but not settled, which gives it a newer token.
+    Dispatch {
+        intent_id: u64,
+        attempt: u32,
+        leader_id: u64,
+    },
+    /// How a dispatched attempt ended (from the leader, or from an agent through any node).
+    StepOutcome(StepOutcome),
 }
 
 /// The state machine's answer to a command.
@@ -164,6 +181,7 @@ mod tests {
                     },
                 }],
                 operator_notify: vec!["ops".into()],
+                runbooks: Vec::new(),
             }),
             Command::Results(ResultBatch {
                 node_id: 1,

@@ -5,10 +5,12 @@
 //! machine that runs the decision rule, opens and closes incidents, and records the
 //! notification intents that only the leader executes.
 
+pub mod agent;
 pub mod backup;
 pub mod command;
 pub mod membership;
 pub mod model;
+pub mod recovery;
 pub mod types;
 
 pub use consentry_storage::codec;

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandResponse};
 use crate::model::{
     displayable, truncate, Ack, Catalog, CheckSpec, Delivery, Event, Evidence, Incident,
-    IntentKind, NotifyIntent, NotifyOutcome, ProbeResult, ResultBatch, Silence, SilenceSpec,
-    Status, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX, ATTEMPT_ERROR_BYTES_MAX,
+    IntentKind, NotifyIntent, NotifyOutcome, ProbeResult, ProbeSpec, RecoveryIntent, ResultBatch,
+    Silence, SilenceSpec, Status, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX,
+    ATTEMPT_ERROR_BYTES_MAX,
 };
 use crate::rule::{self, Evaluation, Holds, Moment, SiteCounters, StatusHistory};
 use crate::types::{ClusterNode, LogId, Membership, NodeId, TypeConfig};
@@ -73,6 +74,10 @@ pub struct CheckState {
     /// must not scan a catalog of thousands.
     #[serde(default)]
     pub position: usize,
+    /// Log index of the last recovery step that asked for the check to be probed again at
+    /// once (to verify it); pollers probe it when this changes.
+    #[serde(default)]
+    pub reprobe_index: u64,
 }
 
 /// Everything the cluster agrees on.
@@ -115,6 +120,45 @@ pub struct ClusterState {
     /// rule's awaited sites (see `rule::evaluate_after`).
     #[serde(default)]
     pub last_jump: Option<rule::Jump>,
+    /// Recovery steps (runbooks), by id: the active ones and the last settled ones.
+    #[serde(default)]
+    pub recoveries: BTreeMap<u64, RecoveryIntent>,
+    #[serde(default)]
+    pub next_recovery_id: u64,
+    /// Runbook progress per open incident whose check has `recovery`.
+    #[serde(default)]
+    pub runs: BTreeMap<u64, RunbookRun>,
+    /// Host agents that have reported, by name.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentState>,
+}
+
+/// Where one incident's runbook is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunbookRun {
+    pub runbook: String,
+    /// The next step to start.
+    pub next_step: u32,
+    /// The step intent running now.
+    pub active: Option<u64>,
+    /// Every step ran and the incident is still open: escalated.
+    pub finished: bool,
+}
+
+/// What the cluster knows of one host agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentState {
+    /// The agent process's run id and the last sequence number applied from it.
+    pub run: u64,
+    pub seq: u64,
+    /// Reports applied, and reports missing between applied ones (sequence gaps).
+    pub reports: u64,
+    pub gaps: u64,
+    /// Tick and agent wall clock of the last report.
+    pub last_tick: u64,
+    pub last_at_ms: u64,
+    /// The node the last report came through.
+    pub via_node: u64,
 }
 
 /// Most periods one tick may stand for (a day): bounds what a confused clock can do.
@@ -163,8 +207,14 @@ impl ClusterState {
         self.incidents.values().filter(|i| i.is_open())
     }
 
-    /// Applies one command at `index`. Deterministic.
+    /// Applies one command at `index` (in term 0: tests and tools). Deterministic.
     pub fn apply_command(&mut self, index: u64, cmd: &Command) -> CommandResponse {
+        self.apply_command_at(0, index, cmd)
+    }
+
+    /// Applies one command at `index`, proposed in `term` (dispatches take their fencing
+    /// token from both). Deterministic.
+    pub fn apply_command_at(&mut self, term: u64, index: u64, cmd: &Command) -> CommandResponse {
         self.advance(index);
         match cmd {
             Command::ApplyCatalog(catalog) => self.apply_catalog(index, catalog),
@@ -213,6 +263,17 @@ impl ClusterState {
                 self.apply_attempt(index, *intent_id, &record)
             }
             Command::Restore(backup) => self.restore(index, backup),
+            Command::AgentReport {
+                agent,
+                node_id,
+                report,
+            } => self.apply_agent_report(index, agent, *node_id, report),
+            Command::Dispatch {
+                intent_id,
+                attempt,
+                leader_id,
+            } => self.apply_dispatch(term, index, *intent_id, *attempt, *leader_id),
+            Command::StepOutcome(outcome) => self.apply_step_outcome(index, outcome),
         }
     }
 
@@ -299,6 +360,7 @@ impl ClusterState {
         }
         self.eval_order = names;
         self.operator_alerts(index);
+        self.schedule_recovery(index);
     }
 
     /// At a tick: raises and clears "site degraded" and "site silent" for each probing site,
@@ -552,7 +614,8 @@ impl ClusterState {
         // Sites that no longer probe must not keep counting towards quorums.
         let probing = self.probing_sites();
         for cs in self.checks.values_mut() {
-            cs.sites.retain(|site, _| probing.contains(site));
+            cs.sites
+                .retain(|site, _| probing.contains(site) || crate::agent::is_agent_site(site));
         }
     }
 
@@ -649,8 +712,34 @@ impl ClusterState {
             .last_batch_tick = self.tick;
         let mut touched = BTreeSet::new();
         for r in &batch.results {
+            if self.record_result(index, &batch.site, r) {
+                touched.insert(r.check.clone());
+            }
+        }
+        self.evaluate_touched(index, touched);
+        CommandResponse::Ok
+    }
+
+    /// Evaluates the checks that got results, parents first: a parent confirmed in this
+    /// batch holds its children.
+    pub(crate) fn evaluate_touched(&mut self, index: u64, touched: BTreeSet<String>) {
+        let mut touched: Vec<(u32, String)> = touched
+            .into_iter()
+            .map(|n| (self.checks.get(&n).map_or(0, |c| c.depth), n))
+            .collect();
+        touched.sort_unstable();
+        let probing = self.probing_sites();
+        for (_, name) in touched {
+            self.evaluate(index, &name, &probing);
+        }
+    }
+
+    /// Adds one result to `site`'s view of its check; false when it changed nothing (an
+    /// unknown check, or older than what the site already reported).
+    pub(crate) fn record_result(&mut self, index: u64, site: &str, r: &ProbeResult) -> bool {
+        {
             let Some(cs) = self.checks.get_mut(&r.check) else {
-                continue; // A result for a check removed since it was probed.
+                return false; // A result for a check removed since it was probed.
             };
             // When it was observed, in leader ticks as the probing node had applied them.
             let tick = match r.observed_tick {
@@ -659,15 +748,15 @@ impl ClusterState {
             };
             if cs
                 .sites
-                .get(&batch.site)
+                .get(site)
                 .is_some_and(|known| tick < known.last_tick)
             {
                 // Older than what this site already reported: a batch that arrived late.
-                continue;
+                return false;
             }
             let st = cs
                 .sites
-                .entry(batch.site.clone())
+                .entry(site.to_string())
                 .or_insert_with(|| SiteState {
                     consecutive_fail: 0,
                     consecutive_ok: 0,
@@ -694,19 +783,8 @@ impl ClusterState {
             st.last = r.clone();
             st.last_tick = tick;
             st.last_index = index;
-            touched.insert(r.check.clone());
         }
-        // Parents first: a parent confirmed in this batch holds its children.
-        let mut touched: Vec<(u32, String)> = touched
-            .into_iter()
-            .map(|n| (self.checks.get(&n).map_or(0, |c| c.depth), n))
-            .collect();
-        touched.sort_unstable();
-        let probing = self.probing_sites();
-        for (_, name) in touched {
-            self.evaluate(index, &name, &probing);
-        }
-        CommandResponse::Ok
+        true
     }
 
     /// Where `name`'s spec is in `catalog.checks`. The position is set with every catalog;
@@ -728,6 +806,15 @@ impl ClusterState {
         let mut holds = self.holds(&self.catalog.checks[position]);
         let tick = self.tick;
         let spec = &self.catalog.checks[position];
+        // An agent check has one observer, the host itself: its quorum is that one site.
+        let agent_site;
+        let probing = match &spec.probe {
+            ProbeSpec::Agent(a) => {
+                agent_site = BTreeSet::from([crate::agent::site_of(&a.agent)]);
+                &agent_site
+            }
+            _ => probing,
+        };
         let Some(cs) = self.checks.get_mut(name) else {
             return;
         };
@@ -867,6 +954,17 @@ impl ClusterState {
             }
             self.incidents.insert(id, incident);
             cs.open_incident = Some(id);
+            if let Some(runbook) = &spec.recovery {
+                self.runs.insert(
+                    id,
+                    RunbookRun {
+                        runbook: runbook.clone(),
+                        next_step: 0,
+                        active: None,
+                        finished: false,
+                    },
+                );
+            }
             let t = rule::notification(Moment::Opened, &holds, false);
             if let (Some(t), Some(inc)) = (t, self.incidents.get_mut(&id)) {
                 inc.notified = true;
@@ -965,7 +1063,7 @@ impl ClusterState {
     }
 
     /// Creates one intent of `kind` per named notifier that exists; returns their names.
-    fn emit(
+    pub(crate) fn emit(
         &mut self,
         index: u64,
         notify: &[String],
@@ -979,6 +1077,7 @@ impl ClusterState {
             IntentKind::Flapping { alert_id, .. } => format!("flapping-{alert_id}"),
             IntentKind::SiteDegraded { alert_id, .. } => format!("site-degraded-{alert_id}"),
             IntentKind::SiteSilent { alert_id, .. } => format!("site-silent-{alert_id}"),
+            IntentKind::RecoveryFailed { .. } => format!("recovery-failed-{incident_id}"),
         };
         let mut sent = Vec::new();
         for channel in notify {
@@ -1073,7 +1172,7 @@ impl ClusterState {
 
 impl Machine<TypeConfig> for ClusterState {
     fn apply(&mut self, log_id: &LogId, data: &Command) -> CommandResponse {
-        self.apply_command(log_id.index, data)
+        self.apply_command_at(log_id.leader_id.term, log_id.index, data)
     }
 
     fn apply_membership(
@@ -1194,6 +1293,7 @@ mod tests {
                 checks,
                 notifiers: vec![notifier("ops"), notifier("pager")],
                 operator_notify: vec!["pager".into()],
+                runbooks: Vec::new(),
             }));
             assert_eq!(resp, CommandResponse::Ok);
             w
@@ -2110,6 +2210,10 @@ mod tests {
                 Event::FlappingStarted { .. } => "flapping_started",
                 Event::FlappingStopped { .. } => "flapping_stopped",
                 Event::NotifyAttempt { .. } => "attempt",
+                Event::RecoveryStep { .. } => "recovery_step",
+                Event::RecoveryDispatched { .. } => "recovery_dispatched",
+                Event::RecoveryOutcome { .. } => "recovery_outcome",
+                Event::RecoveryFinished { .. } => "recovery_finished",
             })
             .collect()
     }
@@ -2414,5 +2518,318 @@ mod tests {
         w.cmd(Command::ApplyCatalog(Catalog::default()));
         assert_eq!(w.st.open_incidents().count(), 0);
         assert_eq!(w.st.intents.len(), intents_before);
+    }
+
+    mod recovery {
+        use super::*;
+        use crate::model::{
+            ActionOutcome, AgentMetric, AgentSpec, FencingToken, HostReport, MountUsage,
+            RunbookSpec, StepAction, StepOutcome, StepSpec, StepState,
+        };
+
+        fn step(action: &str, after_s: u64, attempts: u32, verify_s: u64) -> StepSpec {
+            StepSpec {
+                name: action.into(),
+                after_ms: after_s * 1000,
+                action: StepAction::Agent {
+                    agent: "web1".into(),
+                    action: action.into(),
+                },
+                timeout_ms: 10_000,
+                attempts,
+                verify_ms: verify_s * 1000,
+            }
+        }
+
+        /// `web` runs runbook `rb`: restart after 2 s (2 attempts, 3 s to verify), then
+        /// reboot.
+        fn world() -> World {
+            let mut w = World::new();
+            let mut catalog = w.st.catalog.clone();
+            catalog.checks[0].recovery = Some("rb".into());
+            catalog.runbooks = vec![RunbookSpec {
+                name: "rb".into(),
+                steps: vec![step("restart", 2, 2, 3), step("reboot", 0, 1, 0)],
+            }];
+            assert_eq!(w.cmd(Command::ApplyCatalog(catalog)), CommandResponse::Ok);
+            w
+        }
+
+        /// Rounds until an incident opens.
+        fn outage(w: &mut World) -> u64 {
+            for _ in 0..5 {
+                w.round(C, C);
+                if let Some(inc) = w.st.open_incidents().next() {
+                    return inc.id;
+                }
+            }
+            panic!("no incident opened")
+        }
+
+        fn dispatch(w: &mut World, term: u64, id: u64, attempt: u32) -> CommandResponse {
+            w.index += 1;
+            let cmd = Command::Dispatch {
+                intent_id: id,
+                attempt,
+                leader_id: 1,
+            };
+            w.st.apply_command_at(term, w.index, &cmd)
+        }
+
+        fn outcome(id: u64, attempt: u32, token: FencingToken, o: ActionOutcome) -> Command {
+            Command::StepOutcome(StepOutcome {
+                intent_id: id,
+                attempt,
+                token,
+                by: "agent web1".into(),
+                outcome: o,
+            })
+        }
+
+        fn ok() -> ActionOutcome {
+            ActionOutcome::Succeeded {
+                output: String::new(),
+                duration_ms: 5,
+            }
+        }
+
+        fn failed() -> ActionOutcome {
+            ActionOutcome::Failed {
+                error: "exit status 1".into(),
+                output: String::new(),
+                duration_ms: 5,
+            }
+        }
+
+        fn due(w: &World, term: u64) -> Vec<u64> {
+            w.st.recoveries_to_dispatch(term)
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        }
+
+        #[test]
+        fn a_step_runs_after_its_delay_and_verification_ends_the_runbook() {
+            let mut w = world();
+            let incident = outage(&mut w);
+            assert!(w.st.recoveries.is_empty(), "not before `after`");
+            w.round(C, C);
+            w.round(C, C);
+            let id = *w.st.recoveries.keys().next().expect("step 1 is due");
+            assert_eq!(due(&w, 1), vec![id]);
+            assert!(
+                w.st.agent_dispatches("web1").is_empty(),
+                "nothing runs undispatched"
+            );
+            assert_eq!(dispatch(&mut w, 1, id, 1), CommandResponse::Created(id));
+            let d = w.st.agent_dispatches("web1");
+            assert_eq!(d.len(), 1);
+            assert_eq!(d[0].action, "restart");
+            let token = d[0].token;
+            assert_eq!(
+                token,
+                FencingToken {
+                    term: 1,
+                    index: w.index
+                }
+            );
+            assert!(due(&w, 1).is_empty(), "dispatched in this term");
+            assert_eq!(due(&w, 2), vec![id], "a new leader resumes it");
+            w.cmd(outcome(id, 1, token, ok()));
+            assert!(matches!(
+                w.st.recoveries[&id].state,
+                StepState::Verifying { .. }
+            ));
+            assert_eq!(
+                w.st.checks["web"].reprobe_index, w.index,
+                "verify re-probes"
+            );
+            assert!(w.st.agent_dispatches("web1").is_empty());
+            // A repeated outcome changes nothing.
+            let before = w.st.recoveries.clone();
+            w.cmd(outcome(id, 1, token, failed()));
+            assert_eq!(w.st.recoveries, before);
+            for _ in 0..3 {
+                w.round(O, O);
+            }
+            assert_eq!(w.st.open_incidents().count(), 0);
+            assert!(w.st.runs.is_empty());
+            assert!(matches!(
+                &w.st.recoveries[&id].state,
+                StepState::Done { ok: true, .. }
+            ));
+            assert_eq!(w.st.recoveries.len(), 1, "the reboot never became due");
+            let kinds = kinds(&w.st.incidents[&incident]);
+            for k in [
+                "recovery_step",
+                "recovery_dispatched",
+                "recovery_outcome",
+                "recovery_finished",
+            ] {
+                assert!(kinds.contains(&k), "{k} in {kinds:?}");
+            }
+            assert!(w
+                .st
+                .intents
+                .values()
+                .all(|i| !matches!(i.kind, IntentKind::RecoveryFailed { .. })));
+        }
+
+        #[test]
+        fn failed_steps_retry_then_move_on_and_escalate() {
+            let mut w = world();
+            let incident = outage(&mut w);
+            w.round(C, C);
+            w.round(C, C);
+            let id = *w.st.recoveries.keys().next().unwrap();
+            dispatch(&mut w, 1, id, 1);
+            let t1 = w.st.agent_dispatches("web1")[0].token;
+            w.cmd(outcome(id, 1, t1, failed()));
+            assert_eq!(w.st.recoveries[&id].state, StepState::Pending, "attempt 2");
+            assert!(due(&w, 1).is_empty(), "retries wait");
+            assert_eq!(
+                dispatch(&mut w, 1, id, 1),
+                CommandResponse::Rejected(format!("recovery step {id} expects attempt 2, not 1"))
+            );
+            for _ in 0..5 {
+                w.round(C, C);
+            }
+            assert_eq!(due(&w, 1), vec![id]);
+            dispatch(&mut w, 1, id, 2);
+            let t2 = w.st.agent_dispatches("web1")[0].token;
+            assert!(t2 > t1);
+            // The retry's outcome carrying the older token of attempt 1 is not its answer.
+            w.cmd(outcome(id, 1, t1, ok()));
+            assert_eq!(w.st.recoveries[&id].state, StepState::Dispatched);
+            w.cmd(outcome(id, 2, t2, failed()));
+            assert!(matches!(
+                w.st.recoveries[&id].state,
+                StepState::Done { ok: false, .. }
+            ));
+            w.round(C, C);
+            let reboot = *w.st.recoveries.keys().last().unwrap();
+            assert_ne!(reboot, id);
+            assert_eq!(w.st.recoveries[&reboot].spec.name, "reboot");
+            dispatch(&mut w, 1, reboot, 1);
+            let t = w.st.agent_dispatches("web1")[0].token;
+            let refused = ActionOutcome::Refused {
+                reason: "no action \"reboot\" in agent.toml".into(),
+            };
+            w.cmd(outcome(reboot, 1, t, refused));
+            w.round(C, C);
+            let escalations: Vec<_> =
+                w.st.intents
+                    .values()
+                    .filter(|i| matches!(i.kind, IntentKind::RecoveryFailed { .. }))
+                    .collect();
+            assert_eq!(escalations.len(), 1, "ops is notified once");
+            assert_eq!(
+                escalations[0].dedup_key,
+                format!("recovery-failed-{incident}/firing/ops")
+            );
+            w.round(C, C);
+            assert_eq!(w.st.recoveries.len(), 2, "nothing more runs");
+            let last = w.st.incidents[&incident].timeline.last().unwrap();
+            assert!(
+                matches!(&last.event, Event::RecoveryFinished { ok: false, note, .. } if note.contains("ops")),
+                "{last:?}"
+            );
+        }
+
+        #[test]
+        fn no_step_runs_during_a_silence() {
+            let mut w = world();
+            w.wall_ms += 0;
+            let start = w.wall_ms;
+            let resp = w.cmd(Command::AddSilence(crate::model::SilenceSpec {
+                matcher: crate::model::Matcher::Name("web".into()),
+                start_ms: start,
+                end_ms: start + 3_600_000,
+                reason: "maintenance".into(),
+            }));
+            let CommandResponse::Created(silence) = resp else {
+                panic!("{resp:?}")
+            };
+            outage(&mut w);
+            for _ in 0..5 {
+                w.round(C, C);
+            }
+            assert!(w.st.recoveries.is_empty(), "held by the silence");
+            w.cmd(Command::RemoveSilence { id: silence });
+            w.round(C, C);
+            assert_eq!(w.st.recoveries.len(), 1, "due once the silence is gone");
+        }
+
+        #[test]
+        fn an_unanswered_agent_step_fails_after_its_timeout() {
+            let mut w = world();
+            outage(&mut w);
+            w.round(C, C);
+            w.round(C, C);
+            let id = *w.st.recoveries.keys().next().unwrap();
+            dispatch(&mut w, 1, id, 1);
+            for _ in 0..(10 + crate::recovery::AGENT_ANSWER_GRACE_MS / 1000) {
+                w.tick();
+            }
+            let r = &w.st.recoveries[&id];
+            assert_eq!(r.state, StepState::Pending, "retried");
+            assert!(
+                matches!(&r.outcomes[0], ActionOutcome::Failed { error, .. } if error.contains("did not answer"))
+            );
+        }
+
+        #[test]
+        fn agent_reports_are_judged_deduplicated_and_counted() {
+            let mut check = CheckSpec::for_test("web1-disk");
+            check.probe = ProbeSpec::Agent(AgentSpec {
+                agent: "web1".into(),
+                metric: AgentMetric::Disk { mount: "/".into() },
+                warn_milli: Some(81_000),
+                crit_milli: Some(91_000),
+            });
+            check.confirm.sites = Some(1);
+            let mut w = World::with_checks(vec![check]);
+            let report = |seq: u64, pct: f64| Command::AgentReport {
+                agent: "web1".into(),
+                node_id: 3,
+                report: HostReport {
+                    run: 7,
+                    seq,
+                    mounts: vec![MountUsage {
+                        path: "/".into(),
+                        disk_pct: pct,
+                        inode_pct: 1.0,
+                    }],
+                    ..HostReport::default()
+                },
+            };
+            for seq in 1..=3 {
+                assert_eq!(w.cmd(report(seq, 95.0)), CommandResponse::Ok);
+                w.tick();
+            }
+            let inc =
+                w.st.open_incidents()
+                    .next()
+                    .expect("one observer is a quorum");
+            assert_eq!(inc.severity, C);
+            assert_eq!(inc.opened_by[0].site, "agent:web1");
+            w.cmd(report(3, 10.0));
+            assert_eq!(
+                w.st.agents["web1"].reports, 3,
+                "a repeated report is applied once"
+            );
+            w.cmd(report(5, 10.0));
+            assert_eq!(w.st.agents["web1"].gaps, 1, "report 4 never came");
+            // Membership changes keep the agent's site.
+            let probing = w.st.probing_sites();
+            assert!(!probing.contains("agent:web1"));
+            assert!(w.st.checks["web1-disk"].sites.contains_key("agent:web1"));
+            let stranger = Command::AgentReport {
+                agent: "web1".into(),
+                node_id: 9,
+                report: HostReport::default(),
+            };
+            assert!(matches!(w.cmd(stranger), CommandResponse::Rejected(_)));
+        }
     }
 }

@@ -27,9 +27,10 @@ use crate::types::NodeId;
 pub const ALPN: &[u8] = ALPN_NAME.as_bytes();
 /// [`ALPN`] as text, for messages. The number is the wire protocol's version: raise it with
 /// any change to what nodes send each other, including [`crate::codec::FORMAT_VERSION`]
-/// (`consentry/2` is format 1, the first with a format header, and the admin RPCs), so a
-/// peer that would misread the frames is refused at the handshake.
-pub const ALPN_NAME: &str = "consentry/2";
+/// (`consentry/2` was format 1, the first with a format header, and the admin RPCs;
+/// `consentry/3` is format 2: runbooks, recovery dispatches and agent reports), so a peer
+/// that would misread the frames is refused at the handshake.
+pub const ALPN_NAME: &str = "consentry/3";
 
 /// DNS suffix of every identity the cluster CA issues.
 pub const NAME_SUFFIX: &str = ".consentry";
@@ -267,8 +268,34 @@ impl TlsMaterial {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| self.config_error("server", &e))?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        // Agents connect to the same endpoint with their own protocol; the accept loop
+        // serves each connection by the protocol it negotiated.
+        config.alpn_protocols = vec![ALPN.to_vec(), crate::agent::ALPN.to_vec()];
         Ok(config)
+    }
+
+    /// A quinn client config for a host agent: trusts only the cluster CA, presents the
+    /// agent's certificate and speaks only [`crate::agent::ALPN`].
+    ///
+    /// # Errors
+    /// [`TlsError::Config`] when rustls or quinn reject the material.
+    pub fn agent_client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let mut crypto = self.client_crypto()?;
+        crypto.alpn_protocols = vec![crate::agent::ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .map_err(|e| self.config_error("client", &e))?;
+        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    }
+
+    /// The agent name our own certificate names (`agent-<name>.consentry`).
+    ///
+    /// # Errors
+    /// When our certificate names no agent, or more than one (a node certificate, say).
+    pub fn agent_name(&self) -> Result<String, TlsError> {
+        let leaf = self.chain.first().ok_or_else(|| TlsError::ParseCert {
+            reason: format!("no certificate in {}", self.origin),
+        })?;
+        agent_name_from_cert(leaf)
     }
 
     pub(crate) fn client_crypto(&self) -> Result<rustls::ClientConfig, TlsError> {
@@ -446,6 +473,28 @@ pub fn node_id_from_cert(der: &[u8]) -> Result<NodeId, TlsError> {
         [id] => Ok(*id),
         [] => Err(TlsError::NoNodeName { names }),
         _ => Err(TlsError::ManyNodeNames { names }),
+    }
+}
+
+/// The agent name in a certificate: its one `agent-<name>.consentry` DNS name.
+///
+/// # Errors
+/// [`TlsError::ParseCert`] on DER that is not a certificate, or when the certificate names
+/// no agent or more than one.
+pub fn agent_name_from_cert(der: &[u8]) -> Result<String, TlsError> {
+    let names = dns_names(der)?;
+    let agents: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(AGENT_PREFIX)?.strip_suffix(NAME_SUFFIX))
+        .filter(|a| validate_agent_name(a).is_ok())
+        .collect();
+    match agents.as_slice() {
+        [name] => Ok((*name).to_string()),
+        _ => Err(TlsError::ParseCert {
+            reason: format!(
+                "an agent certificate names exactly one agent-<name>{NAME_SUFFIX}; this one                  has {names:?}"
+            ),
+        }),
     }
 }
 
@@ -762,6 +811,18 @@ pub(crate) mod tests {
             node_id_from_cert(&leaf_der(dir.path(), "agent-web1")),
             Err(TlsError::NoNodeName { .. })
         ));
+        assert_eq!(
+            agent_name_from_cert(&leaf_der(dir.path(), "agent-web1")).unwrap(),
+            "web1"
+        );
+        assert!(agent_name_from_cert(&leaf_der(dir.path(), "node-2")).is_err());
+        assert_eq!(
+            material(dir.path(), "agent-web1").agent_name().unwrap(),
+            "web1"
+        );
+        material(dir.path(), "agent-web1")
+            .agent_client_config()
+            .unwrap();
         // Both configs build from every identity (agents included).
         material(dir.path(), "agent-web1").server_config().unwrap();
         material(dir.path(), "node-1").client_config().unwrap();

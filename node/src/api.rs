@@ -64,6 +64,8 @@ pub fn router(s: Arc<ApiState>) -> Router {
         .route("/api/v1/cluster/members/{id}", delete(remove_member))
         .route("/api/v1/cluster/members/{id}/promote", post(promote_member))
         .route("/api/v1/cluster/leader", post(transfer_leader))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/recoveries", get(recoveries))
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(remove_silence))
         .route(
@@ -298,6 +300,21 @@ async fn apply_checks(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: 
             json!(null),
         ),
     }
+}
+
+/// `GET /api/v1/agents`: every host agent that reported, by name (reports applied, gaps in
+/// their sequence, the node the last one came through).
+async fn agents(State(s): State<Arc<ApiState>>) -> Response {
+    Json(s.state.read(|st| st.agents.clone())).into_response()
+}
+
+/// `GET /api/v1/recoveries`: recovery steps, active and recently settled, oldest first.
+async fn recoveries(State(s): State<Arc<ApiState>>) -> Response {
+    Json(
+        s.state
+            .read(|st| st.recoveries.values().cloned().collect::<Vec<_>>()),
+    )
+    .into_response()
 }
 
 async fn silences(State(s): State<Arc<ApiState>>) -> Response {

@@ -16,7 +16,7 @@ use crate::checks_file::{Checker, RawCheck};
 /// Every kind, in the order the docs list them.
 pub const KINDS: &[&str] = &[
     "icmp", "tcp", "http", "https", "dns", "smtp", "ssh", "pop3", "imap", "ftp", "mysql",
-    "postgres", "tls", "nagios",
+    "postgres", "tls", "nagios", "agent",
 ];
 
 /// Keys every check takes, whatever its kind.
@@ -35,6 +35,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "flap_high",
     "flap_low",
     "degraded",
+    "recovery",
 ];
 
 /// Echo requests per icmp probe, at most (the prober's own bound).
@@ -85,6 +86,7 @@ pub fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
             "verify_chain",
         ],
         "nagios" => &["command"],
+        "agent" => &["agent", "metric", "mount", "log", "warning", "critical"],
         _ => return None,
     })
 }
@@ -293,6 +295,7 @@ pub(crate) fn probe_spec(
             }
             Some(ProbeSpec::Nagios(NagiosSpec { argv: argv.clone() }))
         }
+        "agent" => agent_spec(c, span, ck).map(ProbeSpec::Agent),
         other => {
             ck.at(
                 c.kind.span(),
@@ -550,6 +553,142 @@ pub(crate) fn parse_status_ranges(s: &str) -> Result<Vec<StatusRange>, String> {
         out.push(StatusRange { lo, hi });
     }
     Ok(out)
+}
+
+/// Metrics an agent check may judge.
+pub const AGENT_METRICS: &[&str] = &[
+    "load1", "load5", "load15", "cpu", "memory", "swap", "disk", "inodes", "procs", "zombies",
+    "users", "log",
+];
+
+/// `kind = "agent"`: which agent, which metric, and thresholds (defaults from seed 000, see
+/// [`consentry_cluster::agent::default_thresholds`]).
+fn agent_spec(
+    c: &RawCheck,
+    span: std::ops::Range<usize>,
+    ck: &mut Checker<'_>,
+) -> Option<consentry_cluster::model::AgentSpec> {
+    use consentry_cluster::model::{AgentMetric, AgentSpec, AGENT_NAME_BYTES_MAX};
+    let Some(agent) = &c.agent else {
+        ck.at(
+            span,
+            "an agent check needs agent = \"<name>\" (its certificate is agent-<name>.consentry)",
+        );
+        return None;
+    };
+    let name = agent.get_ref();
+    if name.is_empty()
+        || name.len() > AGENT_NAME_BYTES_MAX
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        ck.at(
+            agent.span(),
+            format!(
+                "agent {name:?}: use 1 to {AGENT_NAME_BYTES_MAX} characters from a-z, 0-9, '-'"
+            ),
+        );
+        return None;
+    }
+    let Some(metric) = &c.metric else {
+        ck.at(
+            span,
+            format!(
+                "an agent check needs metric = one of {}",
+                AGENT_METRICS.join(", ")
+            ),
+        );
+        return None;
+    };
+    let path = |v: &Option<Spanned<String>>,
+                default: Option<&str>,
+                key: &str,
+                ck: &mut Checker<'_>| {
+        match (v, default) {
+            (Some(p), _) if p.get_ref().starts_with('/') => Some(p.get_ref().clone()),
+            (Some(p), _) => {
+                ck.at(p.span(), format!("{key} must be an absolute path"));
+                None
+            }
+            (None, Some(d)) => Some(d.to_string()),
+            (None, None) => {
+                ck.at(
+                    metric.span(),
+                    format!("metric {:?} needs {key} = \"/path\"", metric.get_ref()),
+                );
+                None
+            }
+        }
+    };
+    let m = match metric.get_ref().as_str() {
+        "load1" => AgentMetric::Load1,
+        "load5" => AgentMetric::Load5,
+        "load15" => AgentMetric::Load15,
+        "cpu" => AgentMetric::Cpu,
+        "memory" => AgentMetric::Memory,
+        "swap" => AgentMetric::Swap,
+        "disk" => AgentMetric::Disk {
+            mount: path(&c.mount, Some("/"), "mount", ck)?,
+        },
+        "inodes" => AgentMetric::Inodes {
+            mount: path(&c.mount, Some("/"), "mount", ck)?,
+        },
+        "procs" => AgentMetric::Procs,
+        "zombies" => AgentMetric::Zombies,
+        "users" => AgentMetric::Users,
+        "log" => AgentMetric::Log {
+            path: path(&c.log, None, "log", ck)?,
+        },
+        other => {
+            ck.at(
+                metric.span(),
+                format!(
+                    "unknown metric {other:?}; supported: {}",
+                    AGENT_METRICS.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    let (d_warn, d_crit) = consentry_cluster::agent::default_thresholds(&m);
+    let threshold = |v: &Option<Spanned<toml::Value>>,
+                     default: Option<u64>,
+                     key: &str,
+                     ck: &mut Checker<'_>| {
+        let Some(v) = v else {
+            return Some(default);
+        };
+        let n = match v.get_ref() {
+            toml::Value::Integer(i) => *i as f64,
+            toml::Value::Float(f) => *f,
+            _ => f64::NAN,
+        };
+        if n.is_finite() && (0.0..=1e12).contains(&n) {
+            Some(Some((n * 1000.0).round() as u64))
+        } else {
+            ck.at(
+                v.span(),
+                format!("{key} must be a number from 0 (a percent, a load, a count)"),
+            );
+            None
+        }
+    };
+    let warn_milli = threshold(&c.warning, d_warn, "warning", ck)?;
+    let crit_milli = threshold(&c.critical, d_crit, "critical", ck)?;
+    if let (Some(w), Some(cr)) = (warn_milli, crit_milli) {
+        if w > cr {
+            let s = c.warning.as_ref().map_or(span, |v| v.span());
+            ck.at(s, "warning must not be above critical");
+            return None;
+        }
+    }
+    Some(AgentSpec {
+        agent: name.clone(),
+        metric: m,
+        warn_milli,
+        crit_milli,
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
-//! `checks.toml`: checks, notifiers (and later runbooks), parsed once into a validated
+//! `checks.toml`: checks, notifiers and runbooks, parsed once into a validated
 //! [`Catalog`]. Every error carries the line and column it refers to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use consentry_cluster::model::{
-    Catalog, CheckSpec, Confirm, DegradedPolicy, Flap, NotifierSpec, Recover,
+    AgentMetric, Catalog, CheckSpec, Confirm, DegradedPolicy, Flap, NotifierSpec, ProbeSpec,
+    Recover, RunbookSpec, StepAction, StepSpec, AGENT_NAME_BYTES_MAX, RUNBOOK_STEPS_MAX,
+    STEP_ATTEMPTS_MAX,
 };
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -52,6 +54,8 @@ struct RawFile {
     #[serde(default)]
     notifier: Vec<Spanned<RawNotifier>>,
     operator: Option<RawOperator>,
+    #[serde(default)]
+    runbook: Vec<Spanned<RawRunbook>>,
 }
 
 /// `[operator]`: where alerts about the cluster itself go.
@@ -131,6 +135,35 @@ pub(crate) struct RawCheck {
     pub(crate) flap_high: Option<Spanned<i64>>,
     pub(crate) flap_low: Option<Spanned<i64>>,
     pub(crate) degraded: Option<Spanned<String>>,
+    pub(crate) recovery: Option<Spanned<String>>,
+    pub(crate) agent: Option<Spanned<String>>,
+    pub(crate) metric: Option<Spanned<String>>,
+    pub(crate) mount: Option<Spanned<String>>,
+    pub(crate) log: Option<Spanned<String>>,
+    pub(crate) warning: Option<Spanned<toml::Value>>,
+    pub(crate) critical: Option<Spanned<toml::Value>>,
+}
+
+/// A `[[runbook]]` table as written.
+#[derive(Deserialize)]
+struct RawRunbook {
+    name: Spanned<String>,
+    #[serde(default)]
+    step: Vec<Spanned<RawStep>>,
+}
+
+/// A `[[runbook.step]]` as written.
+#[derive(Deserialize)]
+struct RawStep {
+    name: Option<Spanned<String>>,
+    after: Option<Spanned<String>>,
+    agent: Option<Spanned<String>>,
+    action: Option<Spanned<String>>,
+    exec: Option<Spanned<Vec<String>>>,
+    webhook: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    attempts: Option<Spanned<i64>>,
+    verify: Option<Spanned<String>>,
 }
 
 /// A `[[notifier]]` table as written: every key of every kind (which keys apply to which
@@ -220,6 +253,24 @@ const OPERATOR_SCHEMA: Schema = Schema {
     table: "[operator]",
     keys: &[("notify", None)],
 };
+const STEP_SCHEMA: Schema = Schema {
+    table: "[[runbook.step]]",
+    keys: &[
+        ("name", None),
+        ("after", None),
+        ("agent", None),
+        ("action", None),
+        ("exec", None),
+        ("webhook", None),
+        ("timeout", None),
+        ("attempts", None),
+        ("verify", None),
+    ],
+};
+const RUNBOOK_SCHEMA: Schema = Schema {
+    table: "[[runbook]]",
+    keys: &[("name", None), ("step", Some(&STEP_SCHEMA))],
+};
 const FILE_SCHEMA: Schema = Schema {
     table: "the top level",
     keys: &[
@@ -227,6 +278,7 @@ const FILE_SCHEMA: Schema = Schema {
         ("check", Some(&CHECK_SCHEMA)),
         ("notifier", Some(&NOTIFIER_SCHEMA)),
         ("operator", Some(&OPERATOR_SCHEMA)),
+        ("runbook", Some(&RUNBOOK_SCHEMA)),
     ],
 };
 
@@ -406,6 +458,159 @@ impl Checker<'_> {
     }
 }
 
+/// Defaults of a runbook step (seed 000 restarts a daemon after 20 minutes of failure).
+pub const STEP_AFTER_DEFAULT_MS: u64 = 20 * 60_000;
+pub const STEP_TIMEOUT_DEFAULT_MS: u64 = 60_000;
+pub const STEP_TIMEOUT_MAX_MS: u64 = 3_600_000;
+pub const STEP_VERIFY_DEFAULT_MS: u64 = 120_000;
+/// Runbooks one catalog may hold.
+pub const RUNBOOKS_MAX: usize = 1_000;
+
+/// The `[[runbook]]` tables, validated; a bad step is reported and left out.
+fn runbooks(ck: &mut Checker<'_>, raw: &[Spanned<RawRunbook>]) -> Vec<RunbookSpec> {
+    if raw.len() > RUNBOOKS_MAX {
+        ck.at(
+            0..0,
+            format!("{} runbooks; the limit is {RUNBOOKS_MAX}", raw.len()),
+        );
+    }
+    let mut out: Vec<RunbookSpec> = Vec::new();
+    for rb in raw {
+        let span = rb.span();
+        let rb = rb.get_ref();
+        if !ck.name(&rb.name, "runbook name") {
+            continue;
+        }
+        if out.iter().any(|o| &o.name == rb.name.get_ref()) {
+            ck.at(
+                rb.name.span(),
+                format!("runbook {:?} is defined twice", rb.name.get_ref()),
+            );
+            continue;
+        }
+        if rb.step.is_empty() || rb.step.len() > RUNBOOK_STEPS_MAX {
+            ck.at(
+                span,
+                format!("a runbook needs 1 to {RUNBOOK_STEPS_MAX} [[runbook.step]] tables"),
+            );
+            continue;
+        }
+        let steps: Vec<StepSpec> = rb.step.iter().filter_map(|s| step(ck, s)).collect();
+        if steps.len() == rb.step.len() {
+            out.push(RunbookSpec {
+                name: rb.name.get_ref().clone(),
+                steps,
+            });
+        }
+    }
+    out
+}
+
+fn step(ck: &mut Checker<'_>, raw: &Spanned<RawStep>) -> Option<StepSpec> {
+    let span = raw.span();
+    let s = raw.get_ref();
+    let action = match (&s.agent, &s.action, &s.exec, &s.webhook) {
+        (Some(agent), Some(action), None, None) => {
+            let label = |v: &str| {
+                !v.is_empty()
+                    && v.len() <= AGENT_NAME_BYTES_MAX
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            };
+            if !label(agent.get_ref()) {
+                ck.at(
+                    agent.span(),
+                    format!(
+                        "agent {:?}: use 1 to {AGENT_NAME_BYTES_MAX} characters from a-z, 0-9, '-'",
+                        agent.get_ref()
+                    ),
+                );
+                return None;
+            }
+            if !label(action.get_ref()) {
+                ck.at(action.span(), format!("action {:?}: use 1 to {AGENT_NAME_BYTES_MAX} characters from a-z, A-Z, 0-9, '-', '_', '.' (the name of an action in the agent's agent.toml)", action.get_ref()));
+                return None;
+            }
+            StepAction::Agent {
+                agent: agent.get_ref().clone(),
+                action: action.get_ref().clone(),
+            }
+        }
+        (None, None, Some(argv), None) => {
+            let a = argv.get_ref();
+            if a.is_empty() || a.len() > check_kinds::PLUGIN_ARGS_MAX || !a[0].starts_with('/') {
+                ck.at(argv.span(), format!("exec must be 1 to {} strings, the first an absolute path (no shell is used)", check_kinds::PLUGIN_ARGS_MAX));
+                return None;
+            }
+            StepAction::Exec { argv: a.clone() }
+        }
+        (None, None, None, Some(url)) => {
+            let u = url.get_ref();
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                ck.at(url.span(), "webhook must be an http:// or https:// URL");
+                return None;
+            }
+            StepAction::Webhook { url: u.clone() }
+        }
+        _ => {
+            ck.at(span, "a step takes exactly one action: agent = \"<name>\" with action = \"<action>\", or exec = [\"/path\", ...], or webhook = \"http://...\"");
+            return None;
+        }
+    };
+    let dur = |ck: &mut Checker<'_>, v: &Option<Spanned<String>>, what: &str, default: u64| match v
+    {
+        Some(v) => ck.duration(v, what),
+        None => Some(default),
+    };
+    let after_ms = dur(ck, &s.after, "after", STEP_AFTER_DEFAULT_MS)?;
+    let timeout_ms = dur(ck, &s.timeout, "timeout", STEP_TIMEOUT_DEFAULT_MS)?;
+    if timeout_ms == 0 || timeout_ms > STEP_TIMEOUT_MAX_MS {
+        let at = s.timeout.as_ref().map_or(span.clone(), |v| v.span());
+        ck.at(
+            at,
+            format!(
+                "timeout must be more than 0 and at most {} s",
+                STEP_TIMEOUT_MAX_MS / 1000
+            ),
+        );
+        return None;
+    }
+    let verify_ms = dur(ck, &s.verify, "verify", STEP_VERIFY_DEFAULT_MS)?;
+    let attempts = match &s.attempts {
+        Some(a) => match u32::try_from(*a.get_ref())
+            .ok()
+            .filter(|n| (1..=STEP_ATTEMPTS_MAX).contains(n))
+        {
+            Some(n) => n,
+            None => {
+                ck.at(
+                    a.span(),
+                    format!("attempts must be 1 to {STEP_ATTEMPTS_MAX}"),
+                );
+                return None;
+            }
+        },
+        None => 1,
+    };
+    let name = match &s.name {
+        Some(n) if ck.name(n, "step name") => n.get_ref().clone(),
+        Some(_) => return None,
+        None => match &action {
+            StepAction::Agent { action, .. } => action.clone(),
+            StepAction::Exec { argv } => argv[0].rsplit('/').next().unwrap_or("exec").to_string(),
+            StepAction::Webhook { .. } => "webhook".to_string(),
+        },
+    };
+    Some(StepSpec {
+        name,
+        after_ms,
+        action,
+        timeout_ms,
+        attempts,
+        verify_ms,
+    })
+}
+
 /// Parses and validates a checks file.
 ///
 /// # Errors
@@ -469,6 +674,8 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
             });
         }
     }
+
+    let runbooks = runbooks(&mut ck, &raw.runbook);
 
     let mut checks = Vec::new();
     let mut check_names = BTreeSet::new();
@@ -537,9 +744,32 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
             latency.crit_ms = ck.duration(v, "latency_critical");
         }
         let rounds = ck.rounds_of(&c.confirm, &c.recover);
-        let confirm_sites = rounds.confirm_sites.or(d_confirm_sites);
-        let confirm_rounds = rounds.confirm_rounds.unwrap_or(d_confirm_rounds);
-        let recover_rounds = rounds.recover_rounds.unwrap_or(d_recover_rounds);
+        let mut confirm_sites = rounds.confirm_sites.or(d_confirm_sites);
+        let mut confirm_rounds = rounds.confirm_rounds.unwrap_or(d_confirm_rounds);
+        let mut recover_rounds = rounds.recover_rounds.unwrap_or(d_recover_rounds);
+        if let Some(ProbeSpec::Agent(a)) = &probe {
+            // One observer, the host: its quorum is itself. A matching log line is news
+            // once; the next report without one recovers it.
+            confirm_sites = Some(1);
+            if matches!(a.metric, AgentMetric::Log { .. }) {
+                confirm_rounds = rounds.confirm_rounds.unwrap_or(1);
+                recover_rounds = rounds.recover_rounds.unwrap_or(1);
+            }
+        }
+        let recovery = c.recovery.as_ref().and_then(|r| {
+            if runbooks.iter().any(|rb| &rb.name == r.get_ref()) {
+                Some(r.get_ref().clone())
+            } else {
+                ck.at(
+                    r.span(),
+                    format!(
+                        "recovery names {:?}, which no [[runbook]] defines",
+                        r.get_ref()
+                    ),
+                );
+                None
+            }
+        });
         let notify = c.notify.clone().unwrap_or_else(|| d_notify.clone());
         for n in &notify {
             if !notifier_names.contains(n.get_ref()) {
@@ -583,6 +813,7 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
                 depends_on: parents.iter().map(|p| p.get_ref().clone()).collect(),
                 flap,
                 degraded,
+                recovery,
             });
         }
     }
@@ -612,6 +843,7 @@ pub fn parse(text: &str) -> Result<Catalog, Vec<Problem>> {
             checks,
             notifiers,
             operator_notify,
+            runbooks,
         })
     } else {
         ck.problems.sort_by_key(|p| (p.line, p.column));
@@ -796,6 +1028,99 @@ url = "http://127.0.0.1:9000/hook"
         );
         assert_eq!(web.notify, vec!["ops".to_string()]);
         assert_eq!(c.checks[1].latency.crit_ms, Some(11_000));
+    }
+
+    #[test]
+    fn runbooks_and_agent_checks() {
+        let text = r#"
+[[check]]
+name = "web"
+kind = "tcp"
+host = "192.0.2.10"
+port = 80
+recovery = "restart-web"
+
+[[check]]
+name = "web1-load"
+kind = "agent"
+agent = "web1"
+metric = "load5"
+
+[[check]]
+name = "web1-log"
+kind = "agent"
+agent = "web1"
+metric = "log"
+log = "/var/log/messages"
+
+[[runbook]]
+name = "restart-web"
+[[runbook.step]]
+agent = "web1"
+action = "restart-nginx"
+[[runbook.step]]
+name = "reboot"
+exec = ["/usr/local/bin/ipmi-reset", "web1"]
+after = "40m"
+attempts = 2
+verify = "0s"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.checks[0].recovery.as_deref(), Some("restart-web"));
+        let rb = &c.runbooks[0];
+        assert_eq!(
+            rb.steps[0].after_ms, STEP_AFTER_DEFAULT_MS,
+            "seed 000: 20 minutes"
+        );
+        assert_eq!(rb.steps[0].name, "restart-nginx");
+        assert_eq!(rb.steps[0].verify_ms, STEP_VERIFY_DEFAULT_MS);
+        assert_eq!(rb.steps[1].after_ms, 40 * 60_000);
+        assert_eq!(rb.steps[1].attempts, 2);
+        let ProbeSpec::Agent(load) = &c.checks[1].probe else {
+            panic!("{:?}", c.checks[1].probe)
+        };
+        assert_eq!(
+            (load.warn_milli, load.crit_milli),
+            (Some(4_000), Some(7_000))
+        );
+        assert_eq!(c.checks[1].confirm.sites, Some(1), "one observer");
+        assert_eq!(c.checks[2].confirm.rounds, 1, "a log line is news once");
+
+        let bad = r#"
+[[check]]
+name = "web"
+kind = "tcp"
+host = "192.0.2.10"
+port = 80
+recovery = "nope"
+
+[[check]]
+name = "a"
+kind = "agent"
+agent = "web1"
+metric = "diskk"
+
+[[runbook]]
+name = "rb"
+[[runbook.step]]
+agent = "web1"
+exec = ["/bin/true"]
+[[runbook.step]]
+webhook = "ftp://x"
+colour = "red"
+"#;
+        let problems = parse(bad).unwrap_err();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        for want in [
+            "recovery names \"nope\"",
+            "unknown metric \"diskk\"",
+            "exactly one action",
+            "webhook must be an http",
+            "unknown key `colour`",
+        ] {
+            assert!(text.iter().any(|t| t.contains(want)), "{want} in {text:#?}");
+        }
+        assert!(problems.iter().all(|p| p.line > 0), "{text:#?}");
     }
 
     #[test]

@@ -36,6 +36,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the host agent: report this host's resources, run allow-listed recovery actions.
+    Agent {
+        /// The agent's configuration file (agent.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Certificates for the cluster.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -364,6 +370,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ = node.wait() => tracing::warn!("a node task ended; shutting down"),
             }
             node.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent { config } => {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("signal received; agent shutting down");
+                stop.cancel();
+            });
+            crate::agent::run::run(&config, cancel)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(CertsCommand::Init { dir, nodes, agents }) => {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use consentry_cluster::command::Command;
 use consentry_cluster::model::{
-    CheckSpec, Delivery, Incident, NotifierSpec, NotifyIntent, NotifyOutcome,
+    ActionOutcome, CheckSpec, Delivery, FencingToken, Incident, NotifierSpec, NotifyIntent,
+    NotifyOutcome, RecoveryIntent, StepAction, StepOutcome, StepState,
 };
 use consentry_cluster::rule::TICK_MS;
 use consentry_cluster::state::ClusterState;
@@ -48,6 +49,10 @@ pub struct Leader {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Names this process among the leaders ticks came from (random per start).
     pub run_id: u64,
+    /// Where `exec` recovery steps may run programs from (node.toml `notify_exec_dirs`).
+    pub exec_dirs: Arc<[std::path::PathBuf]>,
+    /// For `webhook` recovery steps (`None`: they fail, as in the simulation).
+    pub http: Option<reqwest::Client>,
 }
 
 /// One intent to deliver, with what it needs from the applied state at scan time.
@@ -64,6 +69,7 @@ impl Leader {
         let mut tasks = JoinSet::new();
         tasks.spawn(self.clone().ticker(cancel.clone()));
         tasks.spawn(self.clone().effects(cancel.clone()));
+        tasks.spawn(self.clone().recovery(cancel.clone()));
         while tasks.join_next().await.is_some() {}
     }
 
@@ -326,6 +332,226 @@ impl Leader {
         };
         if let Err(e) = self.writer.write(cmd).await {
             warn!(intent = intent.id, attempt, error = %e, "committing notification attempt failed; delivery continues");
+        }
+    }
+}
+
+impl Leader {
+    /// Dispatches due recovery steps (see `consentry_cluster::recovery`): commits each
+    /// dispatch before anything acts on it; runs `exec` and `webhook` steps itself (agent
+    /// steps are run by the agent, which polls any node for its dispatches); and resumes the
+    /// steps an earlier leader dispatched and nobody settled.
+    async fn recovery(self: Arc<Self>, cancel: CancellationToken) {
+        let mut applied = self.state.subscribe();
+        let mut running: BTreeSet<u64> = BTreeSet::new();
+        let mut tasks: BTreeMap<tokio::task::Id, u64> = BTreeMap::new();
+        let mut runs: JoinSet<()> = JoinSet::new();
+        let mut ready = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    runs.abort_all();
+                    while runs.join_next().await.is_some() {}
+                    return;
+                }
+                Some(done) = runs.join_next_with_id() => {
+                    let task = match done {
+                        Ok((task, ())) => task,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(id) = tasks.remove(&task) {
+                        running.remove(&id);
+                    }
+                    continue;
+                }
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(EFFECTS_SCAN_MS)) => {}
+            }
+            let Some(term) = self.leading_term() else {
+                continue;
+            };
+            if !self.ready_in(term, &mut ready).await {
+                continue;
+            }
+            let todo: Vec<RecoveryIntent> = self.state.read(|s| {
+                s.recoveries_to_dispatch(term)
+                    .into_iter()
+                    .filter(|r| !running.contains(&r.id))
+                    .cloned()
+                    .collect()
+            });
+            for step in todo {
+                let id = step.id;
+                match (&step.state, &step.dispatch) {
+                    (StepState::Dispatched, Some(d)) => {
+                        if let StepAction::Agent { .. } = step.spec.action {
+                            // A newer token for the same attempt: the agent runs it if it
+                            // never did, or answers with the outcome it stored.
+                            info!(
+                                step = id,
+                                attempt = d.attempt,
+                                "re-dispatching an agent step an earlier leader dispatched"
+                            );
+                            self.dispatch(id, d.attempt).await;
+                        } else {
+                            // It may have run on the old leader: never run it twice.
+                            let outcome = ActionOutcome::Interrupted {
+                                reason: format!(
+                                    "leader {} dispatched it and stopped before reporting how it ended; not run again",
+                                    d.leader_id
+                                ),
+                            };
+                            self.commit_step(id, d.attempt, d.token, outcome).await;
+                        }
+                    }
+                    (StepState::Pending, _) => {
+                        let attempt = u32::try_from(step.outcomes.len()).unwrap_or(u32::MAX) + 1;
+                        if !self.dispatch(id, attempt).await {
+                            continue;
+                        }
+                        if matches!(step.spec.action, StepAction::Agent { .. }) {
+                            continue;
+                        }
+                        let token = self.state.read(|s| {
+                            s.recoveries
+                                .get(&id)
+                                .and_then(|r| r.dispatch.as_ref())
+                                .map(|d| d.token)
+                        });
+                        let Some(token) = token else {
+                            continue;
+                        };
+                        let me = self.clone();
+                        let handle = runs.spawn(async move {
+                            let outcome = me.run_step(&step, attempt, token).await;
+                            me.commit_step(id, attempt, token, outcome).await;
+                        });
+                        running.insert(id);
+                        tasks.insert(handle.id(), id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Commits a dispatch; false when it was not committed (refused or no quorum).
+    async fn dispatch(&self, id: u64, attempt: u32) -> bool {
+        let cmd = Command::Dispatch {
+            intent_id: id,
+            attempt,
+            leader_id: self.self_id,
+        };
+        match self.writer.write(cmd).await {
+            Ok(_) => {
+                info!(step = id, attempt, "recovery step dispatched");
+                true
+            }
+            Err(e) => {
+                warn!(step = id, attempt, error = %e, "committing a recovery dispatch failed");
+                false
+            }
+        }
+    }
+
+    /// Runs an `exec` or `webhook` step on this node.
+    async fn run_step(
+        &self,
+        step: &RecoveryIntent,
+        attempt: u32,
+        token: FencingToken,
+    ) -> ActionOutcome {
+        let env = [
+            ("CONSENTRY_CHECK", step.check.clone()),
+            ("CONSENTRY_INCIDENT", step.incident_id.to_string()),
+            ("CONSENTRY_STEP", step.spec.name.clone()),
+            ("CONSENTRY_ATTEMPT", attempt.to_string()),
+            ("CONSENTRY_TOKEN", token.to_string()),
+        ];
+        match &step.spec.action {
+            StepAction::Exec { argv } => {
+                let program = std::path::Path::new(&argv[0]);
+                if let Err(why) = crate::child_process::allowed_program(
+                    program,
+                    &self.exec_dirs,
+                    "recovery program",
+                    "notify_exec_dirs",
+                )
+                .await
+                {
+                    return ActionOutcome::Refused { reason: why };
+                }
+                crate::agent::action::run(argv, &env, step.spec.timeout_ms, &*self.clock).await
+            }
+            StepAction::Webhook { url } => {
+                let started = self.clock.monotonic_ms();
+                let body = serde_json::json!({
+                    "check": step.check,
+                    "incident_id": step.incident_id,
+                    "runbook": step.runbook,
+                    "step": step.spec.name,
+                    "attempt": attempt,
+                    "fencing_token": token.to_string(),
+                    "dedup_key": format!("recovery-{}-{attempt}", step.id),
+                });
+                let Some(http) = &self.http else {
+                    return ActionOutcome::Refused {
+                        reason: "this node has no HTTP client".into(),
+                    };
+                };
+                let sent = http
+                    .post(url)
+                    .timeout(Duration::from_millis(step.spec.timeout_ms))
+                    .json(&body)
+                    .send()
+                    .await;
+                let duration_ms = self.clock.monotonic_ms().saturating_sub(started);
+                match sent {
+                    Ok(r) if r.status().is_success() => ActionOutcome::Succeeded {
+                        output: format!("HTTP {}", r.status().as_u16()),
+                        duration_ms,
+                    },
+                    Ok(r) => ActionOutcome::Failed {
+                        error: format!("HTTP {}", r.status().as_u16()),
+                        output: String::new(),
+                        duration_ms,
+                    },
+                    Err(e) => ActionOutcome::Failed {
+                        error: e.to_string(),
+                        output: String::new(),
+                        duration_ms,
+                    },
+                }
+            }
+            StepAction::Agent { .. } => ActionOutcome::Refused {
+                reason: "agent steps are run by the agent".into(),
+            },
+        }
+    }
+
+    async fn commit_step(
+        &self,
+        id: u64,
+        attempt: u32,
+        token: FencingToken,
+        outcome: ActionOutcome,
+    ) {
+        info!(
+            step = id,
+            attempt,
+            outcome = outcome.as_str(),
+            "recovery step ended"
+        );
+        let cmd = Command::StepOutcome(StepOutcome {
+            intent_id: id,
+            attempt,
+            token,
+            by: format!("leader {}", self.self_id),
+            outcome,
+        });
+        if let Err(e) = self.writer.write(cmd).await {
+            warn!(step = id, error = %e, "committing a recovery outcome failed; the next leader will settle it");
         }
     }
 }

@@ -9,6 +9,7 @@
 //! `/metrics`, and accepts catalog writes. [`server`] is the composition root that wires
 //! these with the real socket, clock and stores; [`cli`] and [`demo`] drive it.
 
+pub mod agent;
 pub mod api;
 pub mod bench;
 pub mod check_kinds;

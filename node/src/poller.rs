@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use consentry_cluster::command::Command;
-use consentry_cluster::model::{CheckSpec, ProbeResult, ResultBatch};
+use consentry_cluster::model::{CheckSpec, ProbeResult, ProbeSpec, ResultBatch};
 use consentry_cluster::state::ClusterState;
 use consentry_storage::StateReader;
 use tokio::sync::mpsc;
@@ -60,11 +60,27 @@ impl Poller {
         // Task id -> check name, so a probe that panics still frees its check.
         let mut in_flight: BTreeMap<tokio::task::Id, String> = BTreeMap::new();
         let mut busy: BTreeSet<String> = BTreeSet::new();
+        // The newest "probe again now" a recovery step asked for (see `reprobe_index`).
+        let mut reprobe_seen = self.state.read(|s| {
+            s.checks
+                .values()
+                .map(|c| c.reprobe_index)
+                .max()
+                .unwrap_or(0)
+        });
         loop {
             let catalog_index = self.state.read(|s| s.catalog_index);
             if catalog_index != catalog_seen {
                 catalog_seen = catalog_index;
-                let checks = self.state.read(|s| s.catalog.checks.clone());
+                // Agent checks are judged from the agents' reports, not probed.
+                let checks: Vec<CheckSpec> = self.state.read(|s| {
+                    s.catalog
+                        .checks
+                        .iter()
+                        .filter(|c| !matches!(c.probe, ProbeSpec::Agent(_)))
+                        .cloned()
+                        .collect()
+                });
                 schedule.set_checks(&checks, self.clock.monotonic_ms());
                 specs = checks
                     .into_iter()
@@ -73,7 +89,24 @@ impl Poller {
                 debug!(checks = specs.len(), "poller loaded catalog");
             }
             let now = self.clock.monotonic_ms();
-            for name in schedule.due(now) {
+            let reprobe: Vec<String> = self.state.read(|s| {
+                s.checks
+                    .iter()
+                    .filter(|(_, c)| c.reprobe_index > reprobe_seen)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            });
+            if !reprobe.is_empty() {
+                reprobe_seen = self.state.read(|s| {
+                    s.checks
+                        .values()
+                        .map(|c| c.reprobe_index)
+                        .max()
+                        .unwrap_or(reprobe_seen)
+                });
+                debug!(checks = ?reprobe, "probing again at once to verify a recovery step");
+            }
+            for name in schedule.due(now).into_iter().chain(reprobe) {
                 // A probe still running from the last round is not started twice.
                 if busy.contains(&name) || busy.len() >= PROBES_IN_FLIGHT_MAX {
                     continue;

@@ -172,11 +172,13 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         clock: seams.clock,
         prober,
         notify: Arc::new(Channels {
-            http,
+            http: http.clone(),
             exec_dirs: cfg.notify_exec_dirs.clone().into(),
         }),
         run_id: new_run_id(),
         log: cfg.log,
+        exec_dirs: cfg.notify_exec_dirs.clone().into(),
+        http: Some(http.clone()),
     })
     .await?;
 
@@ -344,6 +346,10 @@ pub struct Parts<LS, SM> {
     pub run_id: u64,
     /// When the log is snapshotted and purged.
     pub log: crate::config::LogPolicy,
+    /// Where `exec` recovery steps may run programs from.
+    pub exec_dirs: Arc<[std::path::PathBuf]>,
+    /// For `webhook` recovery steps (`None`: they fail, as in the simulation).
+    pub http: Option<reqwest::Client>,
 }
 
 /// Wires raft, the QUIC server, the leader's ticker and effects executor, and (on probing
@@ -371,6 +377,8 @@ where
         notify,
         run_id,
         log,
+        exec_dirs,
+        http,
     } = parts;
     let config = openraft::Config {
         cluster_name: "consentry".into(),
@@ -397,6 +405,8 @@ where
     let rpc = crate::writer::NodeRpc {
         raft: raft.clone(),
         writer: writer.clone(),
+        state: state.clone(),
+        self_id: node_id,
     };
     tasks.spawn(
         transport::serve(endpoint.clone(), Arc::new(rpc), cancel.clone()).instrument(span.clone()),
@@ -412,6 +422,8 @@ where
         self_id: node_id,
         clock: clock.clone(),
         run_id,
+        exec_dirs: exec_dirs.clone(),
+        http: http.clone(),
     });
     tasks.spawn(leader.run(cancel.clone()).instrument(span.clone()));
 

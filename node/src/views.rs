@@ -429,6 +429,7 @@ mod tests {
                     },
                 }],
                 operator_notify: Vec::new(),
+                runbooks: Vec::new(),
             }),
         );
         for _ in 0..2 {

@@ -213,6 +213,9 @@ impl Writer {
 pub struct NodeRpc {
     pub raft: Raft,
     pub writer: Writer,
+    /// For agents: their dispatches are read from the applied state.
+    pub state: consentry_storage::StateReader<consentry_cluster::state::ClusterState>,
+    pub self_id: u64,
 }
 
 impl consentry_cluster::transport::RpcHandler for NodeRpc {
@@ -252,6 +255,14 @@ impl consentry_cluster::transport::RpcHandler for NodeRpc {
 
     async fn admin(&self, request: AdminRequest) -> membership::AdminResult {
         self.writer.admin_here(request).await
+    }
+
+    async fn agent(
+        &self,
+        agent: &str,
+        request: consentry_cluster::agent::AgentRequest,
+    ) -> consentry_cluster::agent::AgentResponse {
+        crate::agent::hub::answer(&self.writer, &self.state, self.self_id, agent, request).await
     }
 }
 

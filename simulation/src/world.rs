@@ -357,6 +357,8 @@ async fn node_software(shared: Arc<Shared>, site: usize, disk: MemDisk) -> anyho
             (id << 32) | (starts + 1)
         },
         log: consentry_node::config::LogPolicy::default(),
+        exec_dirs: Arc::from(Vec::new()),
+        http: None,
     })
     .await?;
     if let Ok(mut nodes) = shared.nodes.lock() {

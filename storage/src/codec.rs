@@ -22,9 +22,9 @@ pub const MAGIC: u8 = 0xC5;
 /// The format this build writes and reads. Raise it with any change to a persisted or sent
 /// type (a field, a variant), and keep reading the old one until no supported release
 /// writes it.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// The oldest format this build reads.
-pub const FORMAT_VERSION_OLDEST: u8 = 1;
+pub const FORMAT_VERSION_OLDEST: u8 = 2;
 /// Bytes before the value.
 pub const HEADER_BYTES: usize = 2;
 
@@ -149,7 +149,7 @@ mod tests {
         older[1] = FORMAT_VERSION_OLDEST - 1;
         assert!(matches!(
             decode::<u64>(&older),
-            Err(CodecError::OlderFormat { found: 0 })
+            Err(CodecError::OlderFormat { found }) if found == FORMAT_VERSION_OLDEST - 1
         ));
 
         // Bytes from before the header (bare bincode), and empty input.

@@ -36,6 +36,7 @@ mod t60_bad_input;
 mod t65_membership;
 mod t70_probes_real;
 mod t75_conformance;
+mod t77_recovery;
 mod t80_hostile;
 mod t85_multihost;
 mod t90_notifiers;

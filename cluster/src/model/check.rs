@@ -195,6 +195,67 @@ pub enum ProbeSpec {
     Sql(SqlSpec),
     Tls(TlsSpec),
     Nagios(NagiosSpec),
+    /// A host agent's report, judged against thresholds. Kept last: bincode numbers
+    /// variants by position.
+    Agent(AgentSpec),
+}
+
+/// What an `agent` check judges in its agent's reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSpec {
+    /// The agent's name (its certificate is `agent-<name>.consentry`).
+    pub agent: String,
+    pub metric: AgentMetric,
+    /// WARNING at or above this value, in thousandths of the metric's unit (`None`: never).
+    pub warn_milli: Option<u64>,
+    /// CRITICAL at or above this value, in thousandths (`None`: never).
+    pub crit_milli: Option<u64>,
+}
+
+/// One measurement of a host report. Externally tagged (bincode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMetric {
+    Load1,
+    Load5,
+    Load15,
+    Cpu,
+    Memory,
+    Swap,
+    Disk {
+        mount: String,
+    },
+    Inodes {
+        mount: String,
+    },
+    Procs,
+    Zombies,
+    Users,
+    /// Lines of a watched log (agent.toml `[[log]]`) matching its pattern since the last
+    /// report.
+    Log {
+        path: String,
+    },
+}
+
+impl AgentMetric {
+    /// The name as written in `checks.toml` (`metric = "disk"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AgentMetric::Load1 => "load1",
+            AgentMetric::Load5 => "load5",
+            AgentMetric::Load15 => "load15",
+            AgentMetric::Cpu => "cpu",
+            AgentMetric::Memory => "memory",
+            AgentMetric::Swap => "swap",
+            AgentMetric::Disk { .. } => "disk",
+            AgentMetric::Inodes { .. } => "inodes",
+            AgentMetric::Procs => "procs",
+            AgentMetric::Zombies => "zombies",
+            AgentMetric::Users => "users",
+            AgentMetric::Log { .. } => "log",
+        }
+    }
 }
 
 impl ProbeSpec {
@@ -217,6 +278,7 @@ impl ProbeSpec {
             }) => "postgres",
             ProbeSpec::Tls(_) => "tls",
             ProbeSpec::Nagios(_) => "nagios",
+            ProbeSpec::Agent(_) => "agent",
         }
     }
 
@@ -231,6 +293,13 @@ impl ProbeSpec {
             ProbeSpec::Sql(s) => format!("{}:{}", s.host, s.port),
             ProbeSpec::Tls(t) => format!("{}:{}", t.host, t.port),
             ProbeSpec::Nagios(n) => n.argv.first().cloned().unwrap_or_default(),
+            ProbeSpec::Agent(a) => match &a.metric {
+                AgentMetric::Disk { mount } | AgentMetric::Inodes { mount } => {
+                    format!("agent {} {} {mount}", a.agent, a.metric.as_str())
+                }
+                AgentMetric::Log { path } => format!("agent {} log {path}", a.agent),
+                m => format!("agent {} {}", a.agent, m.as_str()),
+            },
         }
     }
 }
@@ -255,6 +324,9 @@ pub struct CheckSpec {
     /// JSON means `Alert` (catalogs written before the key existed).
     #[serde(default)]
     pub degraded: DegradedPolicy,
+    /// The `[[runbook]]` run while one of its incidents is open (`recovery = "<name>"`).
+    #[serde(default)]
+    pub recovery: Option<String>,
 }
 
 /// Whether a degraded quorum may open an incident (`degraded` in `checks.toml`).
@@ -373,6 +445,9 @@ pub struct Catalog {
     /// `[operator] notify`: where alerts about the cluster itself go ("site X degraded",
     /// "site X silent"). Never a check's notifiers.
     pub operator_notify: Vec<String>,
+    /// `[[runbook]]`: recovery steps checks name with `recovery`.
+    #[serde(default)]
+    pub runbooks: Vec<super::RunbookSpec>,
 }
 
 impl NotifierSpec {
@@ -407,6 +482,7 @@ impl Catalog {
             checks: self.checks.iter().map(CheckSpec::redacted).collect(),
             notifiers: self.notifiers.iter().map(NotifierSpec::redacted).collect(),
             operator_notify: self.operator_notify.clone(),
+            runbooks: self.runbooks.clone(),
         }
     }
 }
@@ -449,6 +525,7 @@ impl CheckSpec {
             depends_on: Vec::new(),
             flap: Flap::default(),
             degraded: DegradedPolicy::Alert,
+            recovery: None,
         }
     }
 }
@@ -504,6 +581,7 @@ mod tests {
             checks: vec![CheckSpec::for_test("c")],
             notifiers: every_notifier(),
             operator_notify: vec!["ops".into()],
+            runbooks: Vec::new(),
         };
         let bytes = crate::codec::encode(&catalog).unwrap();
         let back: Catalog = crate::codec::decode(&bytes).unwrap();

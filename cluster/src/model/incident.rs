@@ -156,6 +156,36 @@ pub enum Event {
         term: u64,
         error: Option<String>,
     },
+    /// A runbook step became due (`action` describes it). The recovery events are kept
+    /// last, as above.
+    RecoveryStep {
+        intent_id: u64,
+        step: u32,
+        name: String,
+        action: String,
+    },
+    /// The leader committed a dispatch of the step: it may run now, under this token.
+    RecoveryDispatched {
+        intent_id: u64,
+        step: u32,
+        attempt: u32,
+        token: super::FencingToken,
+        leader_id: u64,
+    },
+    /// How one attempt ended, and who ran it.
+    RecoveryOutcome {
+        intent_id: u64,
+        step: u32,
+        attempt: u32,
+        by: String,
+        outcome: super::ActionOutcome,
+    },
+    /// The runbook ended: the check recovered (`ok`), or every step ran and it did not.
+    RecoveryFinished {
+        runbook: String,
+        ok: bool,
+        note: String,
+    },
 }
 
 /// Longest delivery attempt error kept (a `NotifyAttempt`'s text comes from a receiver).
@@ -244,6 +274,9 @@ pub enum IntentKind {
     /// longer than the freshness window (`Firing`), or delivers again (`Resolved`). Dedup key
     /// `site-silent-<alert_id>/<transition>/<notifier>`.
     SiteSilent { alert_id: u64, site: String },
+    /// Every step of the incident's runbook ran and the check is still down: people must
+    /// take over. Dedup key `recovery-failed-<incident>/firing/<notifier>`.
+    RecoveryFailed { runbook: String, steps: u32 },
 }
 
 /// The committed result of delivering an intent.

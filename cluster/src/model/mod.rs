@@ -2,20 +2,27 @@
 
 mod check;
 mod incident;
+mod recovery;
 mod result;
 mod silence;
 mod status;
 
 pub use check::{
-    BannerProtocol, BannerSpec, Catalog, CheckSpec, Confirm, Credentials, DegradedPolicy, DnsSpec,
-    EmailNotifier, ExecNotifier, Flap, HttpSpec, IcmpSpec, Latency, NagiosSpec, NotifierKind,
-    NotifierSpec, ProbeSpec, Recover, SqlEngine, SqlSpec, StatusRange, TcpSpec, TlsMode, TlsSpec,
-    REDACTED,
+    AgentMetric, AgentSpec, BannerProtocol, BannerSpec, Catalog, CheckSpec, Confirm, Credentials,
+    DegradedPolicy, DnsSpec, EmailNotifier, ExecNotifier, Flap, HttpSpec, IcmpSpec, Latency,
+    NagiosSpec, NotifierKind, NotifierSpec, ProbeSpec, Recover, SqlEngine, SqlSpec, StatusRange,
+    TcpSpec, TlsMode, TlsSpec, REDACTED,
 };
 pub use incident::{
     Ack, Delivery, Event, Evidence, Incident, IntentKind, NotifyIntent, NotifyOutcome,
     TimelineEvent, Transition, ACK_BY_BYTES_MAX, ACK_COMMENT_BYTES_MAX, ATTEMPT_ERROR_BYTES_MAX,
     TIMELINE_EVENTS_MAX,
+};
+pub use recovery::{
+    ActionOutcome, FencingToken, HostReport, LogMatches, MountUsage, RecoveryIntent, RunbookSpec,
+    StepAction, StepDispatch, StepOutcome, StepSpec, StepState, ACTION_OUTPUT_BYTES_MAX,
+    AGENT_NAME_BYTES_MAX, REPORT_LINE_BYTES_MAX, REPORT_LOGS_MAX, REPORT_LOG_LINES_MAX,
+    REPORT_MOUNTS_MAX, RUNBOOK_STEPS_MAX, STEP_ATTEMPTS_MAX,
 };
 pub use result::{
     displayable, truncate, Perf, ProbeResult, ResultBatch, PERFDATA_ITEMS_MAX,

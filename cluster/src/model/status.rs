@@ -76,6 +76,8 @@ pub enum Reason {
     Slow,
     Plugin,
     Internal,
+    /// A host agent's measurement crossed its threshold. Kept last (bincode).
+    Threshold,
 }
 
 impl Reason {
@@ -95,6 +97,7 @@ impl Reason {
             Reason::Slow => "slow",
             Reason::Plugin => "plugin",
             Reason::Internal => "internal",
+            Reason::Threshold => "threshold",
         }
     }
 }

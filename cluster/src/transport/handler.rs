@@ -8,6 +8,7 @@ use openraft::raft::{
     InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
 
+use crate::agent::{AgentRequest, AgentResponse};
 use crate::command::Command;
 use crate::membership::{self, AdminRequest, AdminResult};
 use crate::types::{ClusterNode, NodeId, Raft, TypeConfig};
@@ -52,6 +53,17 @@ pub trait RpcHandler: Send + Sync + 'static {
 
     /// Runs an operator's membership or leadership request (see [`crate::membership`]).
     fn admin(&self, request: AdminRequest) -> impl Future<Output = AdminResult> + Send;
+
+    /// Serves one request of host agent `agent` (the name in its certificate). Refused by
+    /// default: only a node's own handler knows the applied state and can commit.
+    fn agent(
+        &self,
+        agent: &str,
+        request: AgentRequest,
+    ) -> impl Future<Output = AgentResponse> + Send {
+        let _ = (agent, request);
+        async { AgentResponse::Refused("this node does not serve agents".into()) }
+    }
 }
 
 impl RpcHandler for Raft {

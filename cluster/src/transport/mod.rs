@@ -13,7 +13,7 @@ mod dialer;
 mod endpoint;
 mod error;
 mod factory;
-mod frame;
+pub(crate) mod frame;
 mod handler;
 mod network;
 mod peer;

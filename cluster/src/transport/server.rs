@@ -9,7 +9,8 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::tls::node_id_from_cert;
+use crate::agent::{AgentRequest, AgentResponse};
+use crate::tls::{agent_name_from_cert, node_id_from_cert};
 use crate::transport::frame::{decode_body, encode_body, read_frame, write_frame};
 use crate::transport::{RpcBody, RpcHandler, RpcRequest, RpcResponse, TransportError};
 use crate::types::NodeId;
@@ -135,6 +136,15 @@ async fn serve_connection<H: RpcHandler>(
             }
         },
     };
+    let agent_protocol = connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == crate::agent::ALPN);
+    if agent_protocol {
+        serve_agent_connection(connection, remote, handler, cancel).await;
+        return;
+    }
     let peer = match peer_node_id(&connection) {
         Ok(peer) => peer,
         Err(error) => {
@@ -292,6 +302,119 @@ async fn dispatch<H: RpcHandler>(handler: &H, body: RpcBody) -> RpcResponse {
         }
         RpcBody::Admin(request) => RpcResponse::Admin(handler.admin(request).await),
     }
+}
+
+/// Serves a host agent's connection: one [`AgentRequest`] per stream, answered by the
+/// handler for the agent named in the client certificate.
+async fn serve_agent_connection<H: RpcHandler>(
+    connection: quinn::Connection,
+    remote: SocketAddr,
+    handler: Arc<H>,
+    cancel: CancellationToken,
+) {
+    let agent = match peer_leaf(&connection)
+        .and_then(|leaf| agent_name_from_cert(&leaf).map_err(|e| e.to_string()))
+    {
+        Ok(agent) => agent,
+        Err(error) => {
+            warn!(%remote, %error, "refusing agent connection: its certificate names no agent");
+            connection.close(
+                CLOSE_REFUSED_CODE.into(),
+                b"an agent certificate (agent-<name>.consentry) is required",
+            );
+            return;
+        }
+    };
+    debug!(agent, %remote, "agent connection accepted");
+    let agent: Arc<str> = Arc::from(agent);
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                connection.close(CLOSE_SHUTDOWN_CODE.into(), b"shutting down");
+                break;
+            }
+            Some(joined) = streams.join_next(), if !streams.is_empty() => {
+                log_join("agent stream", joined);
+            }
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    streams.spawn(serve_agent_stream(send, recv, agent.clone(), remote, handler.clone()));
+                }
+                Err(error) => {
+                    debug!(%agent, %remote, %error, "agent connection closed");
+                    break;
+                }
+            },
+        }
+    }
+    streams.shutdown().await;
+}
+
+async fn serve_agent_stream<H: RpcHandler>(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    agent: Arc<str>,
+    remote: SocketAddr,
+    handler: Arc<H>,
+) {
+    let io_timeout = Duration::from_millis(FRAME_IO_TIMEOUT_MS);
+    let response = match tokio::time::timeout(io_timeout, read_frame(&mut recv)).await {
+        Ok(Ok(bytes)) => match decode_body::<AgentRequest>(&bytes, "agent request") {
+            Ok(request) => {
+                let timeout = Duration::from_millis(HANDLER_TIMEOUT_MS);
+                match tokio::time::timeout(timeout, handler.agent(&agent, request)).await {
+                    Ok(response) => response,
+                    Err(_) => AgentResponse::Refused(format!(
+                        "not answered within {HANDLER_TIMEOUT_MS} ms"
+                    )),
+                }
+            }
+            Err(error) => {
+                warn!(%agent, %remote, %error, "refusing agent request: it does not decode");
+                AgentResponse::Refused(error.to_string())
+            }
+        },
+        Ok(Err(error)) => {
+            debug!(%agent, %remote, %error, "reading agent request failed");
+            let _ = send.reset(RESET_STREAM_CODE.into());
+            return;
+        }
+        Err(_) => {
+            let _ = send.reset(RESET_STREAM_CODE.into());
+            return;
+        }
+    };
+    let body = match encode_body(&response, "agent response") {
+        Ok(body) => body,
+        Err(error) => {
+            warn!(%agent, %remote, %error, "encoding agent response failed");
+            let _ = send.reset(RESET_STREAM_CODE.into());
+            return;
+        }
+    };
+    match tokio::time::timeout(io_timeout, write_frame(&mut send, &body)).await {
+        Ok(Ok(())) => {
+            let _ = send.finish();
+        }
+        _ => {
+            let _ = send.reset(RESET_STREAM_CODE.into());
+        }
+    }
+}
+
+/// The leaf certificate the peer presented.
+fn peer_leaf(connection: &quinn::Connection) -> Result<CertificateDer<'static>, String> {
+    let chain = connection
+        .peer_identity()
+        .ok_or("no client certificate")?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| "the peer identity is not a certificate chain")?;
+    chain
+        .first()
+        .cloned()
+        .ok_or_else(|| "empty certificate chain".to_string())
 }
 
 /// The node id in the connection's client certificate.

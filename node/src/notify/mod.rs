@@ -144,6 +144,16 @@ pub fn alert_view(intent: &NotifyIntent, incident: Option<&Incident>) -> Option<
             Status::Critical,
             format!("site {site} silent: no fresh probe results from it"),
         ),
+        IntentKind::RecoveryFailed { runbook, steps } => {
+            // About the incident itself: keep its evidence, say what recovery did.
+            let mut view = incident?.clone();
+            view.close_note = Some(format!(
+                "recovery failed: runbook {runbook} ran {steps} step(s) and {} is still down; \
+                 people must take over",
+                intent.check
+            ));
+            return Some(view);
+        }
     };
     Some(Incident {
         id: alert_id(&intent.kind),
@@ -157,20 +167,21 @@ pub fn alert_view(intent: &NotifyIntent, incident: Option<&Incident>) -> Option<
 /// The episode number of a flapping or operator alert (0 for incidents).
 pub fn alert_id(kind: &IntentKind) -> u64 {
     match kind {
-        IntentKind::Incident => 0,
+        IntentKind::Incident | IntentKind::RecoveryFailed { .. } => 0,
         IntentKind::Flapping { alert_id, .. }
         | IntentKind::SiteDegraded { alert_id, .. }
         | IntentKind::SiteSilent { alert_id, .. } => *alert_id,
     }
 }
 
-/// `incident`, `flapping`, `site_degraded` or `site_silent`.
+/// `incident`, `flapping`, `site_degraded`, `site_silent` or `recovery_failed`.
 pub fn alert_kind(kind: &IntentKind) -> &'static str {
     match kind {
         IntentKind::Incident => "incident",
         IntentKind::Flapping { .. } => "flapping",
         IntentKind::SiteDegraded { .. } => "site_degraded",
         IntentKind::SiteSilent { .. } => "site_silent",
+        IntentKind::RecoveryFailed { .. } => "recovery_failed",
     }
 }
 

@@ -161,6 +161,8 @@ impl Prober {
             ProbeSpec::Sql(spec) => sql::probe(spec, ctx).await,
             ProbeSpec::Tls(spec) => cert::probe(spec, ctx).await,
             ProbeSpec::Nagios(spec) => nagios::probe(spec, ctx, timeout).await,
+            // Judged from the agent's reports by the state machine; pollers skip them.
+            ProbeSpec::Agent(_) => Outcome::unknown("agent checks are not probed by nodes"),
         }
     }
 }

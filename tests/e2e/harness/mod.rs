@@ -4,7 +4,7 @@
 //! real clock (`clock::now`); tests only pass durations.
 
 mod checks;
-mod cli;
+pub mod cli;
 pub mod clock;
 mod expect;
 mod http1;
