@@ -1422,7 +1422,12 @@ mod example_tests {
     fn shipped_examples_parse() {
         let checks = include_str!("../../ops/examples/three-sites/checks.toml");
         let c = super::parse(checks).unwrap_or_else(|e| panic!("ops example checks.toml: {e:?}"));
-        assert_eq!(c.checks.len(), 2);
+        assert_eq!(c.checks.len(), 4);
+        assert_eq!(c.runbooks.len(), 1);
+        let agent = include_str!("../../ops/examples/three-sites/agent.toml");
+        let a: crate::agent::run::AgentConfig =
+            toml::from_str(agent).unwrap_or_else(|e| panic!("ops example agent.toml: {e}"));
+        assert_eq!(a.action.len(), 2);
         for (i, text) in [
             include_str!("../../ops/examples/three-sites/node-1.toml"),
             include_str!("../../ops/examples/three-sites/node-2.toml"),
