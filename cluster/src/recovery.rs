@@ -6,7 +6,7 @@ use crate::agent::AgentDispatch;
 use crate::command::CommandResponse;
 use crate::model::{
     ActionOutcome, Event, FencingToken, HostReport, IntentKind, ProbeSpec, RecoveryIntent,
-    StepAction, StepDispatch, StepOutcome, StepState, Transition, AGENT_NAME_BYTES_MAX,
+    StepAction, StepDispatch, StepOutcome, StepState, Transition,
 };
 use crate::rule::TICK_MS;
 use crate::state::{AgentState, ClusterState};
@@ -33,7 +33,7 @@ impl ClusterState {
         node_id: u64,
         report: &HostReport,
     ) -> CommandResponse {
-        if agent.is_empty() || agent.len() > AGENT_NAME_BYTES_MAX {
+        if crate::tls::validate_agent_name(agent).is_err() {
             return CommandResponse::Rejected(format!("invalid agent name {agent:?}"));
         }
         if !self.members.contains_key(&node_id) {

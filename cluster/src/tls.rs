@@ -558,7 +558,11 @@ fn validate_names(nodes: &[NodeId], agents: &[String]) -> Result<(), TlsError> {
     Ok(())
 }
 
-fn validate_agent_name(name: &str) -> Result<(), TlsError> {
+/// Checks an agent name: what its certificate can carry (`agent-<name>.consentry`).
+///
+/// # Errors
+/// [`TlsError::AgentName`] saying what is wrong.
+pub fn validate_agent_name(name: &str) -> Result<(), TlsError> {
     let reason = if name.is_empty() {
         Some("it is empty")
     } else if name.len() > AGENT_NAME_BYTES_MAX {

@@ -568,7 +568,7 @@ fn agent_spec(
     span: std::ops::Range<usize>,
     ck: &mut Checker<'_>,
 ) -> Option<consentry_cluster::model::AgentSpec> {
-    use consentry_cluster::model::{AgentMetric, AgentSpec, AGENT_NAME_BYTES_MAX};
+    use consentry_cluster::model::{AgentMetric, AgentSpec};
     let Some(agent) = &c.agent else {
         ck.at(
             span,
@@ -577,18 +577,8 @@ fn agent_spec(
         return None;
     };
     let name = agent.get_ref();
-    if name.is_empty()
-        || name.len() > AGENT_NAME_BYTES_MAX
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        ck.at(
-            agent.span(),
-            format!(
-                "agent {name:?}: use 1 to {AGENT_NAME_BYTES_MAX} characters from a-z, 0-9, '-'"
-            ),
-        );
+    if let Err(e) = consentry_cluster::tls::validate_agent_name(name) {
+        ck.at(agent.span(), e.to_string());
         return None;
     }
     let Some(metric) = &c.metric else {

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use consentry_cluster::model::{
-    AgentMetric, Catalog, CheckSpec, Confirm, DegradedPolicy, Flap, NotifierSpec, ProbeSpec,
-    Recover, RunbookSpec, StepAction, StepSpec, AGENT_NAME_BYTES_MAX, RUNBOOK_STEPS_MAX,
-    STEP_ATTEMPTS_MAX,
+    valid_action_name, AgentMetric, Catalog, CheckSpec, Confirm, DegradedPolicy, Flap,
+    NotifierSpec, ProbeSpec, Recover, RunbookSpec, StepAction, StepSpec, ACTION_NAME_BYTES_MAX,
+    RUNBOOK_STEPS_MAX, STEP_ATTEMPTS_MAX,
 };
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -511,24 +511,12 @@ fn step(ck: &mut Checker<'_>, raw: &Spanned<RawStep>) -> Option<StepSpec> {
     let s = raw.get_ref();
     let action = match (&s.agent, &s.action, &s.exec, &s.webhook) {
         (Some(agent), Some(action), None, None) => {
-            let label = |v: &str| {
-                !v.is_empty()
-                    && v.len() <= AGENT_NAME_BYTES_MAX
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            };
-            if !label(agent.get_ref()) {
-                ck.at(
-                    agent.span(),
-                    format!(
-                        "agent {:?}: use 1 to {AGENT_NAME_BYTES_MAX} characters from a-z, 0-9, '-'",
-                        agent.get_ref()
-                    ),
-                );
+            if let Err(e) = consentry_cluster::tls::validate_agent_name(agent.get_ref()) {
+                ck.at(agent.span(), e.to_string());
                 return None;
             }
-            if !label(action.get_ref()) {
-                ck.at(action.span(), format!("action {:?}: use 1 to {AGENT_NAME_BYTES_MAX} characters from a-z, A-Z, 0-9, '-', '_', '.' (the name of an action in the agent's agent.toml)", action.get_ref()));
+            if !valid_action_name(action.get_ref()) {
+                ck.at(action.span(), format!("action {:?}: use 1 to {ACTION_NAME_BYTES_MAX} characters from a-z, A-Z, 0-9, '-', '_', '.' (the name of an action in the agent's agent.toml)", action.get_ref()));
                 return None;
             }
             StepAction::Agent {

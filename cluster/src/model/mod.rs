@@ -19,10 +19,10 @@ pub use incident::{
     TIMELINE_EVENTS_MAX,
 };
 pub use recovery::{
-    ActionOutcome, FencingToken, HostReport, LogMatches, MountUsage, RecoveryIntent, RunbookSpec,
-    StepAction, StepDispatch, StepOutcome, StepSpec, StepState, ACTION_OUTPUT_BYTES_MAX,
-    AGENT_NAME_BYTES_MAX, REPORT_LINE_BYTES_MAX, REPORT_LOGS_MAX, REPORT_LOG_LINES_MAX,
-    REPORT_MOUNTS_MAX, RUNBOOK_STEPS_MAX, STEP_ATTEMPTS_MAX,
+    valid_action_name, ActionOutcome, FencingToken, HostReport, LogMatches, MountUsage,
+    RecoveryIntent, RunbookSpec, StepAction, StepDispatch, StepOutcome, StepSpec, StepState,
+    ACTION_NAME_BYTES_MAX, ACTION_OUTPUT_BYTES_MAX, REPORT_LINE_BYTES_MAX, REPORT_LOGS_MAX,
+    REPORT_LOG_LINES_MAX, REPORT_MOUNTS_MAX, RUNBOOK_STEPS_MAX, STEP_ATTEMPTS_MAX,
 };
 pub use result::{
     displayable, truncate, Perf, ProbeResult, ResultBatch, PERFDATA_ITEMS_MAX,

@@ -23,8 +23,19 @@ pub const REPORT_LOGS_MAX: usize = 32;
 pub const REPORT_LOG_LINES_MAX: usize = 5;
 /// Longest matching line kept.
 pub const REPORT_LINE_BYTES_MAX: usize = 256;
-/// Longest agent or action name (a DNS label, as in the agent's certificate).
-pub const AGENT_NAME_BYTES_MAX: usize = 57;
+/// Longest action name (`[[action]] name` in agent.toml, `action` in a runbook step).
+pub const ACTION_NAME_BYTES_MAX: usize = 64;
+
+/// Whether `name` can name an agent action: 1 to [`ACTION_NAME_BYTES_MAX`] characters from
+/// a-z, A-Z, 0-9, '-', '_', '.'. Runbooks and agent.toml are both checked with it, so a name
+/// one accepts the other does too.
+pub fn valid_action_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= ACTION_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
 
 /// `[[runbook]]` in `checks.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

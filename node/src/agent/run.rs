@@ -36,6 +36,9 @@ pub const POLL_WAIT_MS: u32 = 10_000;
 pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// Steps whose outcomes the ledger keeps (the oldest reported ones go first).
 pub const LEDGER_STEPS_MAX: usize = 1_000;
+/// Largest ledger file read: [`LEDGER_STEPS_MAX`] entries with their bounded outputs fit
+/// with room to spare.
+pub const LEDGER_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Actions and nodes one agent.toml may list.
 pub const ACTIONS_MAX: usize = 64;
 /// Longest `agent.toml` read.
@@ -144,6 +147,13 @@ impl AgentConfig {
         }
         let mut actions = BTreeMap::new();
         for a in &cfg.action {
+            if !consentry_cluster::model::valid_action_name(&a.name) {
+                return Err(format!(
+                    "{shown}: action {:?}: use 1 to {} characters from a-z, A-Z, 0-9, '-', '_', '.'",
+                    a.name,
+                    consentry_cluster::model::ACTION_NAME_BYTES_MAX
+                ));
+            }
             if a.argv.is_empty() || !a.argv[0].starts_with('/') {
                 return Err(format!(
                     "{shown}: action {:?}: argv must start with an absolute path (no shell is used)",
@@ -196,7 +206,19 @@ impl Ledger {
     pub fn open(dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("ledger.json");
-        let mut ledger = match std::fs::read(&path) {
+        let read = std::fs::File::open(&path).and_then(|f| {
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            f.take(LEDGER_BYTES_MAX + 1).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        });
+        let mut ledger = match read {
+            Ok(bytes) if bytes.len() as u64 > LEDGER_BYTES_MAX => {
+                return Err(format!(
+                    "{}: larger than {LEDGER_BYTES_MAX} bytes; not this agent's ledger?",
+                    path.display()
+                ))
+            }
             Ok(bytes) => serde_json::from_slice::<Ledger>(&bytes)
                 .map_err(|e| format!("{}: corrupt ledger: {e}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ledger::default(),
