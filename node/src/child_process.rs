@@ -163,7 +163,7 @@ pub async fn allowed_program(
 /// reserved while any member lives; once none does, a later group with the same id would
 /// need the pid counter to wrap around in the meantime, which the immediate kill makes
 /// negligible.
-fn kill_group(pgid: Option<libc::pid_t>) {
+pub(crate) fn kill_group(pgid: Option<libc::pid_t>) {
     // Never signal group 0 (our own) or -1 (everything we may signal).
     let Some(pgid) = pgid.filter(|pgid| *pgid > 1) else {
         return;

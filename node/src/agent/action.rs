@@ -77,7 +77,7 @@ pub async fn run(
             duration_ms,
         ),
         Err(_) => {
-            kill_group(pgid);
+            crate::child_process::kill_group(pgid);
             let _ = child.kill().await;
             failed(
                 &format!("timed out after {timeout_ms} ms (its process group was killed)"),
@@ -121,17 +121,6 @@ fn tail(mut file: std::fs::File) -> String {
     }
     let start = bytes.len().saturating_sub(ACTION_OUTPUT_BYTES_MAX);
     String::from_utf8_lossy(&bytes[start..]).trim().to_string()
-}
-
-/// Sends SIGKILL to the process group `pgid` (never group 0 or 1).
-fn kill_group(pgid: Option<libc::pid_t>) {
-    let Some(pgid) = pgid.filter(|pgid| *pgid > 1) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory effects; a negative pid names the process group.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
 }
 
 #[cfg(test)]

@@ -25,10 +25,11 @@ pub async fn answer(
     match request {
         AgentRequest::Report(report) => {
             let seq = report.seq;
+            // Bounded here, before it reaches the log: a frame may carry up to 32 MiB.
             let cmd = Command::AgentReport {
                 agent: agent.to_string(),
                 node_id: self_id,
-                report,
+                report: report.bounded(),
             };
             match writer.write(cmd).await {
                 Ok(_) => AgentResponse::Committed,
@@ -57,6 +58,7 @@ pub async fn answer(
             }
             let cmd = Command::StepOutcome(StepOutcome {
                 by: format!("agent {agent}"),
+                outcome: outcome.outcome.bounded(),
                 ..outcome
             });
             match writer.write(cmd).await {
