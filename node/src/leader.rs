@@ -5,7 +5,7 @@
 //! old leader did not settle. A delivery that happened just before the old leader died may be
 //! repeated, with the same dedup key, so receivers that dedupe see it once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ pub const NOTIFY_ATTEMPTS_MAX: u32 = 3;
 pub const NOTIFY_BACKOFF_MS: u64 = 1_000;
 /// Longest committed failure text (all attempts' errors).
 pub const NOTIFY_ERROR_BYTES_MAX: usize = 2_048;
+/// Recovery steps handled at once (dispatches, and exec or webhook steps running).
+pub const RECOVERY_IN_FLIGHT_MAX: usize = 16;
 /// How often the executor rescans even without applied changes.
 pub const EFFECTS_SCAN_MS: u64 = 500;
 
@@ -53,6 +55,48 @@ pub struct Leader {
     pub exec_dirs: Arc<[std::path::PathBuf]>,
     /// For `webhook` recovery steps (`None`: they fail, as in the simulation).
     pub http: Option<reqwest::Client>,
+}
+
+/// Tasks each working on one intent (by id): an intent is in flight until its task ends,
+/// even by a panic. Both executors (notifications, recovery steps) keep theirs in one.
+#[derive(Default)]
+struct InFlight {
+    set: JoinSet<()>,
+    ids: BTreeMap<tokio::task::Id, u64>,
+}
+
+impl InFlight {
+    fn contains(&self, id: u64) -> bool {
+        self.ids.values().any(|i| *i == id)
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn spawn(&mut self, id: u64, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.ids.insert(handle.id(), id);
+    }
+
+    /// Waits for a task to end and frees its intent; `None` when none runs.
+    /// Cancel safe (`JoinSet::join_next_with_id` is).
+    async fn join_next(&mut self, what: &str) -> Option<()> {
+        let task = match self.set.join_next_with_id().await? {
+            Ok((task, ())) => task,
+            Err(e) => {
+                warn!(error = %e, "a {what} task failed");
+                e.id()
+            }
+        };
+        self.ids.remove(&task);
+        Some(())
+    }
+
+    async fn shutdown(&mut self) {
+        self.set.shutdown().await;
+        self.ids.clear();
+    }
 }
 
 /// One intent to deliver, with what it needs from the applied state at scan time.
@@ -152,32 +196,16 @@ impl Leader {
 
     async fn effects(self: Arc<Self>, cancel: CancellationToken) {
         let mut applied = self.state.subscribe();
-        let mut in_flight: BTreeSet<u64> = BTreeSet::new();
-        // Task id -> intent id, so a delivery task that panics frees its intent.
-        let mut tasks: BTreeMap<tokio::task::Id, u64> = BTreeMap::new();
-        let mut deliveries: JoinSet<()> = JoinSet::new();
+        let mut in_flight = InFlight::default();
         let mut ready = None;
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    deliveries.abort_all();
-                    while deliveries.join_next().await.is_some() {}
+                    in_flight.shutdown().await;
                     return;
                 }
-                Some(done) = deliveries.join_next_with_id() => {
-                    let task = match done {
-                        Ok((task, ())) => task,
-                        Err(e) => {
-                            warn!(error = %e, "a notification task failed");
-                            e.id()
-                        }
-                    };
-                    if let Some(intent) = tasks.remove(&task) {
-                        in_flight.remove(&intent);
-                    }
-                    continue;
-                }
+                Some(()) = in_flight.join_next("notification") => continue,
                 _ = applied.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(EFFECTS_SCAN_MS)) => {}
             }
@@ -191,7 +219,7 @@ impl Leader {
                 let pending: Vec<&NotifyIntent> = st.pending_intents().collect();
                 pending
                     .iter()
-                    .filter(|i| !in_flight.contains(&i.id))
+                    .filter(|i| !in_flight.contains(i.id))
                     // Deliver in order per incident and channel: firing before resolved.
                     .filter(|i| {
                         !pending.iter().any(|o| {
@@ -217,9 +245,7 @@ impl Leader {
             for pending in todo {
                 let id = pending.intent.id;
                 let me = self.clone();
-                let handle = deliveries.spawn(async move { me.deliver(term, pending).await });
-                in_flight.insert(id);
-                tasks.insert(handle.id(), id);
+                in_flight.spawn(id, async move { me.deliver(term, pending).await });
             }
         }
     }
@@ -343,28 +369,16 @@ impl Leader {
     /// steps an earlier leader dispatched and nobody settled.
     async fn recovery(self: Arc<Self>, cancel: CancellationToken) {
         let mut applied = self.state.subscribe();
-        let mut running: BTreeSet<u64> = BTreeSet::new();
-        let mut tasks: BTreeMap<tokio::task::Id, u64> = BTreeMap::new();
-        let mut runs: JoinSet<()> = JoinSet::new();
+        let mut running = InFlight::default();
         let mut ready = None;
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    runs.abort_all();
-                    while runs.join_next().await.is_some() {}
+                    running.shutdown().await;
                     return;
                 }
-                Some(done) = runs.join_next_with_id() => {
-                    let task = match done {
-                        Ok((task, ())) => task,
-                        Err(e) => e.id(),
-                    };
-                    if let Some(id) = tasks.remove(&task) {
-                        running.remove(&id);
-                    }
-                    continue;
-                }
+                Some(()) = running.join_next("recovery step") => continue,
                 _ = applied.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(EFFECTS_SCAN_MS)) => {}
             }
@@ -377,7 +391,8 @@ impl Leader {
             let todo: Vec<RecoveryIntent> = self.state.read(|s| {
                 s.recoveries_to_dispatch(term)
                     .into_iter()
-                    .filter(|r| !running.contains(&r.id))
+                    .filter(|r| !running.contains(r.id))
+                    .take(RECOVERY_IN_FLIGHT_MAX.saturating_sub(running.len()))
                     .cloned()
                     .collect()
             });
@@ -423,12 +438,10 @@ impl Leader {
                             continue;
                         };
                         let me = self.clone();
-                        let handle = runs.spawn(async move {
+                        running.spawn(id, async move {
                             let outcome = me.run_step(&step, attempt, token).await;
                             me.commit_step(id, attempt, token, outcome).await;
                         });
-                        running.insert(id);
-                        tasks.insert(handle.id(), id);
                     }
                     _ => {}
                 }

@@ -158,6 +158,25 @@ async fn serve_connection<H: RpcHandler>(
     };
     debug!(peer, %remote, "raft connection accepted");
 
+    serve_streams(&connection, "raft stream", &cancel, |send, recv| {
+        serve_stream(send, recv, peer, remote, handler.clone())
+    })
+    .await;
+    debug!(peer, %remote, "raft connection closed");
+}
+
+/// Runs `serve` on every bidirectional stream the peer opens until the connection ends or
+/// `cancel` fires (quinn's stream limit bounds how many run at once). On return every
+/// stream task has ended: answers can no longer be delivered.
+async fn serve_streams<F, Fut>(
+    connection: &quinn::Connection,
+    what: &'static str,
+    cancel: &CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(quinn::SendStream, quinn::RecvStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
@@ -167,21 +186,19 @@ async fn serve_connection<H: RpcHandler>(
                 break;
             }
             Some(joined) = streams.join_next(), if !streams.is_empty() => {
-                log_join("raft stream", joined);
+                log_join(what, joined);
             }
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    // quinn's stream limit bounds how many of these run at once.
-                    streams.spawn(serve_stream(send, recv, peer, remote, handler.clone()));
+                    streams.spawn(serve(send, recv));
                 }
                 Err(error) => {
-                    debug!(peer, %remote, %error, "raft connection closed");
+                    debug!(what, %error, "connection ended");
                     break;
                 }
             },
         }
     }
-    // The connection is gone or closing: answers can no longer be delivered.
     streams.shutdown().await;
 }
 
@@ -327,29 +344,11 @@ async fn serve_agent_connection<H: RpcHandler>(
     };
     debug!(agent, %remote, "agent connection accepted");
     let agent: Arc<str> = Arc::from(agent);
-    let mut streams = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                connection.close(CLOSE_SHUTDOWN_CODE.into(), b"shutting down");
-                break;
-            }
-            Some(joined) = streams.join_next(), if !streams.is_empty() => {
-                log_join("agent stream", joined);
-            }
-            accepted = connection.accept_bi() => match accepted {
-                Ok((send, recv)) => {
-                    streams.spawn(serve_agent_stream(send, recv, agent.clone(), remote, handler.clone()));
-                }
-                Err(error) => {
-                    debug!(%agent, %remote, %error, "agent connection closed");
-                    break;
-                }
-            },
-        }
-    }
-    streams.shutdown().await;
+    serve_streams(&connection, "agent stream", &cancel, |send, recv| {
+        serve_agent_stream(send, recv, agent.clone(), remote, handler.clone())
+    })
+    .await;
+    debug!(%agent, %remote, "agent connection closed");
 }
 
 async fn serve_agent_stream<H: RpcHandler>(
