@@ -391,9 +391,11 @@ fn a_leader_killed_mid_step_the_action_runs_exactly_once_and_the_agent_fails_ove
          [[notifier]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
          [[runbook]]\nname = \"twice\"\n\
          [[runbook.step]]\nagent = \"web1\"\naction = \"count\"\nafter = \"1s\"\ntimeout = \"30s\"\nverify = \"0s\"\n\
-         [[runbook.step]]\nagent = \"web1\"\naction = \"format-disk\"\nafter = \"1s\"\n",
+         [[runbook.step]]\nagent = \"web1\"\naction = \"format-disk\"\nafter = \"1s\"\n\
+         [[runbook.step]]\nwebhook = \"{}\"\nafter = \"1s\"\nverify = \"0s\"\n",
         crate::harness::free_tcp_port(),
         receiver.url(),
+        receiver.url().replace("/hook", "/recovery"),
     );
     world.apply(&checks).expect_success();
 
@@ -448,7 +450,7 @@ fn a_leader_killed_mid_step_the_action_runs_exactly_once_and_the_agent_fails_ove
 
     info!("the step's outcome reaches the new leader's log; the action ran once");
     let inc = world.wait(
-        "the outcome of step 1 and the refusal of step 2",
+        "the outcomes of the three steps",
         Duration::from_secs(60),
         || {
             let inc = incident_json(&world, &incident.id())?;
@@ -457,7 +459,7 @@ fn a_leader_killed_mid_step_the_action_runs_exactly_once_and_the_agent_fails_ove
                 .filter(|(k, _)| k == "recovery_outcome")
                 .map(|(_, v)| v)
                 .collect();
-            (outcomes.len() >= 2 && kinds(&inc).contains(&"recovery_finished".to_string()))
+            (outcomes.len() >= 3 && kinds(&inc).contains(&"recovery_finished".to_string()))
                 .then_some(inc.clone())
                 .ok_or_else(|| format!("{:?}", events(&inc)))
         },
@@ -480,6 +482,25 @@ fn a_leader_killed_mid_step_the_action_runs_exactly_once_and_the_agent_fails_ove
     assert!(
         refused.as_str().is_some_and(|r| r.contains("format-disk")),
         "the unknown action is refused: {ev:?}"
+    );
+    info!("the leader ran the webhook step itself, under its fencing token");
+    let new_leader = world.leader();
+    assert_eq!(outcomes[2]["by"], format!("leader {new_leader}"), "{ev:?}");
+    assert!(outcomes[2]["outcome"]["succeeded"].is_object(), "{ev:?}");
+    let step_hook = receiver
+        .hooks()
+        .into_iter()
+        .find(|h| h.path == "/recovery")
+        .unwrap_or_else(|| panic!("no recovery webhook: {}", receiver.describe()));
+    assert_eq!(step_hook.body["check"], "svc", "{}", step_hook.body);
+    let token = dispatches
+        .last()
+        .map(|d| format!("{}.{}", d["token"]["term"], d["token"]["index"]));
+    assert_eq!(
+        step_hook.body["fencing_token"].as_str().map(String::from),
+        token,
+        "{}",
+        step_hook.body
     );
     hold_for(
         "the action to stay run once",
