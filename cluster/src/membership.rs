@@ -145,6 +145,47 @@ pub fn lag_of(m: &openraft::RaftMetrics<NodeId, ClusterNode>, id: NodeId) -> Opt
     Some(last.saturating_sub(matched.map_or(0, |l| l.index)))
 }
 
+/// The leader's answer to a consistent read: the log index a reader must have applied to
+/// see everything committed when it asked, and each member's replication lag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRead {
+    pub index: u64,
+    /// `(member, entries behind the leader)` as the leader sees it.
+    pub lags: Vec<(NodeId, u64)>,
+}
+
+/// Confirms this node still leads (a heartbeat round to a quorum) and returns the read
+/// index: openraft's `ensure_linearizable`.
+///
+/// # Errors
+/// `NotLeader` (with the leader, when known) or `Refused` with raft's reason.
+pub async fn read_index(raft: &Raft) -> Result<LeaderRead, AdminError> {
+    match raft.ensure_linearizable().await {
+        Ok(read) => {
+            let m = raft.metrics().borrow().clone();
+            let lags = m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter_map(|(id, _)| lag_of(&m, *id).map(|l| (*id, l)))
+                .collect();
+            Ok(LeaderRead {
+                index: read.map_or(0, |l| l.index),
+                lags,
+            })
+        }
+        Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(fwd))) => {
+            Err(AdminError::NotLeader {
+                node: raft.metrics().borrow().id,
+                leader: fwd.leader_id.zip(fwd.leader_node),
+            })
+        }
+        Err(e) => Err(AdminError::Refused(format!(
+            "the leader could not confirm its leadership: {e}"
+        ))),
+    }
+}
+
 /// [`lag_of`] on this node's current metrics.
 pub fn lag(raft: &Raft, id: NodeId) -> Option<u64> {
     lag_of(&raft.metrics().borrow(), id)

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -22,9 +22,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::checks_file::{self, CHECKS_FILE_BYTES_MAX};
+use crate::clock::Clock;
 use crate::demo_target::DemoTarget;
 use crate::error::WriteError;
+use crate::history::History;
 use crate::metrics;
+use crate::read_api::{self, read_through_leader, ApiPath, ApiQuery, ReadOpts};
 use crate::snapshot_file::{self, SnapshotFile, SNAPSHOT_BYTES_MAX};
 use crate::views;
 use crate::wall_time;
@@ -47,6 +50,11 @@ pub struct ApiState {
     pub data_dir: std::path::PathBuf,
     /// Set by `consentry demo`: lets the dashboard break and heal the demo target.
     pub demo: Option<DemoTarget>,
+    /// The node's report history (`None`: reports answer 503).
+    pub history: Option<Arc<History>>,
+    pub clock: Arc<dyn Clock>,
+    /// Checks that get per-check series on `/metrics`.
+    pub metrics_checks_max: usize,
 }
 
 pub fn router(s: Arc<ApiState>) -> Router {
@@ -56,6 +64,10 @@ pub fn router(s: Arc<ApiState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/status/{name}", get(check_status))
+        .route("/api/v1/checks/{name}/series", get(read_api::series))
+        .route("/api/v1/reports/availability", get(read_api::availability))
+        .route("/api/v1/reports/results", get(read_api::results))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
         .route("/api/v1/incidents/{id}/ack", post(ack_incident))
@@ -80,12 +92,23 @@ pub fn router(s: Arc<ApiState>) -> Router {
         .route("/api/v1/demo", get(demo_state))
         .route("/api/v1/demo/break", post(demo_break))
         .route("/api/v1/demo/heal", post(demo_heal))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(CHECKS_FILE_BYTES_MAX))
         .with_state(s)
 }
 
-/// A JSON error with a stable code.
-fn error(
+/// Unknown paths, as a JSON error.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such endpoint: {}", uri.path()),
+        json!(null),
+    )
+}
+
+/// A JSON error with a stable code: `{"error": {"code", "message", "details"}}`.
+pub(crate) fn error(
     status: StatusCode,
     code: &str,
     message: impl Into<String>,
@@ -125,8 +148,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+/// The dashboard: one self-contained page; the policy keeps it from loading anything but
+/// this node's own API (it works air-gapped).
+async fn dashboard() -> Response {
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; \
+             script-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        )],
+        Html(include_str!("dashboard.html")),
+    )
+        .into_response()
 }
 
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
@@ -161,17 +194,36 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
                     0.0
                 },
             );
-            let (checks, open) = s
-                .state
-                .read(|st| (st.catalog.checks.len(), st.open_incidents().count()));
+            let (checks, open) = s.state.read(|st| {
+                metrics::export_state(st, s.metrics_checks_max);
+                (st.catalog.checks.len(), st.open_incidents().count())
+            });
             ::metrics::gauge!(metrics::CHECKS).set(checks as f64);
             ::metrics::gauge!(metrics::INCIDENTS_OPEN).set(open as f64);
+            let membership = m.membership_config.membership();
+            let voters = membership.voter_ids().count();
+            let all = membership.nodes().count();
+            ::metrics::gauge!(metrics::CLUSTER_MEMBERS, "role" => "voter").set(voters as f64);
+            ::metrics::gauge!(metrics::CLUSTER_MEMBERS, "role" => "learner")
+                .set(all.saturating_sub(voters) as f64);
+            for (id, _) in membership.nodes() {
+                if let Some(lag) = consentry_cluster::membership::lag_of(&m, *id) {
+                    ::metrics::gauge!(metrics::RAFT_REPLICATION_LAG_ENTRIES, "peer" => id.to_string())
+                        .set(lag as f64);
+                }
+            }
         }
     }
     let dir = s.data_dir.clone();
     if let Ok(bytes) = tokio::task::spawn_blocking(move || crate::data_dir::size(&dir)).await {
         #[allow(clippy::cast_precision_loss)]
         ::metrics::gauge!(metrics::DATA_DIR_BYTES).set(bytes as f64);
+    }
+    if let Some(h) = s.history.clone() {
+        if let Ok(bytes) = tokio::task::spawn_blocking(move || h.size_on_disk()).await {
+            #[allow(clippy::cast_precision_loss)]
+            ::metrics::gauge!(metrics::HISTORY_BYTES).set(bytes as f64);
+        }
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -180,8 +232,32 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-async fn status(State(s): State<Arc<ApiState>>) -> Response {
+async fn status(State(s): State<Arc<ApiState>>, ApiQuery(o): ApiQuery<ReadOpts>) -> Response {
+    if let Err(r) = read_through_leader(&s, o.consistent).await {
+        return r;
+    }
     Json(s.state.read(views::status)).into_response()
+}
+
+/// `GET /api/v1/status/{name}`: one check's status, each site's latest result and the
+/// agreed verdict.
+async fn check_status(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(o): ApiQuery<ReadOpts>,
+) -> Response {
+    if let Err(r) = read_through_leader(&s, o.consistent).await {
+        return r;
+    }
+    match s.state.read(|st| views::check_status(st, &name)) {
+        Some(v) => Json(v).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no check {name:?} in the applied catalog"),
+            json!(null),
+        ),
+    }
 }
 
 #[derive(Deserialize)]
@@ -189,9 +265,17 @@ struct IncidentsQuery {
     #[serde(default)]
     open: bool,
     limit: Option<usize>,
+    #[serde(default)]
+    consistent: bool,
 }
 
-async fn incidents(State(s): State<Arc<ApiState>>, Query(q): Query<IncidentsQuery>) -> Response {
+async fn incidents(
+    State(s): State<Arc<ApiState>>,
+    ApiQuery(q): ApiQuery<IncidentsQuery>,
+) -> Response {
+    if let Err(r) = read_through_leader(&s, q.consistent).await {
+        return r;
+    }
     let limit = q
         .limit
         .unwrap_or(INCIDENTS_PAGE_MAX)
@@ -210,7 +294,14 @@ async fn incidents(State(s): State<Arc<ApiState>>, Query(q): Query<IncidentsQuer
     }
 }
 
-async fn incident(State(s): State<Arc<ApiState>>, Path(id): Path<u64>) -> Response {
+async fn incident(
+    State(s): State<Arc<ApiState>>,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(o): ApiQuery<ReadOpts>,
+) -> Response {
+    if let Err(r) = read_through_leader(&s, o.consistent).await {
+        return r;
+    }
     let body = s
         .state
         .read(|st| views::incident(st, id).map(serde_json::to_value));
@@ -231,17 +322,32 @@ async fn incident(State(s): State<Arc<ApiState>>, Path(id): Path<u64>) -> Respon
     }
 }
 
-async fn cluster(State(s): State<Arc<ApiState>>) -> Response {
-    Json(views::cluster(
-        &s.raft,
-        s.writer.dialer(),
-        s.node_id,
-        &s.site,
-    ))
-    .into_response()
+/// `GET /api/v1/cluster`; with `?consistent=true` a follower also shows the leader's view
+/// of each member's replication lag.
+async fn cluster(State(s): State<Arc<ApiState>>, ApiQuery(o): ApiQuery<ReadOpts>) -> Response {
+    let read = match read_through_leader(&s, o.consistent).await {
+        Ok(read) => read,
+        Err(r) => return r,
+    };
+    let mut view = views::cluster(&s.raft, s.writer.dialer(), s.node_id, &s.site);
+    if let Some(read) = read {
+        for m in &mut view.members {
+            if m.lag.is_none() {
+                m.lag = read
+                    .lags
+                    .iter()
+                    .find(|(id, _)| *id == m.id)
+                    .map(|(_, l)| *l);
+            }
+        }
+    }
+    Json(view).into_response()
 }
 
-async fn checks(State(s): State<Arc<ApiState>>) -> Response {
+async fn checks(State(s): State<Arc<ApiState>>, ApiQuery(o): ApiQuery<ReadOpts>) -> Response {
+    if let Err(r) = read_through_leader(&s, o.consistent).await {
+        return r;
+    }
     // Passwords are replicated to every prober but never shown to readers.
     let body = s.state.read(|st| {
         let checks: Vec<_> = st.catalog.checks.iter().map(|c| c.redacted()).collect();
@@ -317,7 +423,10 @@ async fn recoveries(State(s): State<Arc<ApiState>>) -> Response {
     .into_response()
 }
 
-async fn silences(State(s): State<Arc<ApiState>>) -> Response {
+async fn silences(State(s): State<Arc<ApiState>>, ApiQuery(o): ApiQuery<ReadOpts>) -> Response {
+    if let Err(r) = read_through_leader(&s, o.consistent).await {
+        return r;
+    }
     Json(s.state.read(views::silences)).into_response()
 }
 
@@ -495,7 +604,7 @@ async fn add_silence(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: B
 async fn remove_silence(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Response {
     if !authorized(&s, &headers) {
         return unauthorized();
@@ -575,7 +684,7 @@ async fn add_member(State(s): State<Arc<ApiState>>, headers: HeaderMap, body: By
 async fn promote_member(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Response {
     admin_with_token(&s, &headers, AdminRequest::Promote { id }).await
 }
@@ -583,7 +692,7 @@ async fn promote_member(
 async fn remove_member(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
 ) -> Response {
     admin_with_token(&s, &headers, AdminRequest::Remove { id }).await
 }
@@ -647,7 +756,7 @@ struct NewAck {
 async fn ack_incident(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<u64>,
+    ApiPath(id): ApiPath<u64>,
     body: Bytes,
 ) -> Response {
     if !authorized(&s, &headers) {

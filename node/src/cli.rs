@@ -75,6 +75,9 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Availability report per check (agreed verdict, maintenance excluded, per-site raw
+    /// availability beside it), or with --results every recorded result of one check.
+    Report(ReportArgs),
     /// Silences (maintenance windows): hold the notifications of matching checks.
     #[command(subcommand)]
     Silence(SilenceCommand),
@@ -262,6 +265,41 @@ enum ClusterCommand {
     },
 }
 
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Start of the period: RFC 3339 (2026-10-01T00:00:00+09:00) or epoch ms. Default: 30
+    /// days before --to (10 days with --results).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the period (exclusive). Default: now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// A calendar month, YYYY-MM, instead of --from/--to (the monthly report).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub month: Option<String>,
+    /// UTC offset the month is taken in, e.g. +09:00.
+    #[arg(long, default_value = "Z")]
+    pub tz: String,
+    /// Only this check (repeat for more).
+    #[arg(long)]
+    pub check: Vec<String>,
+    /// Only checks with this label, key=value.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// table, csv or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+    pub format: String,
+    /// Every recorded result of one --check (the 10-day per-result history), not the
+    /// availability report.
+    #[arg(long)]
+    pub results: bool,
+    /// Read through the leader (reflects every write committed before the request).
+    #[arg(long)]
+    pub consistent: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
 #[derive(Args, Clone)]
 pub struct ApiArgs {
     /// The node API to talk to.
@@ -341,7 +379,13 @@ pub fn install_crypto_provider() {
 
 /// Installs the Prometheus recorder for this process.
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+    match metrics_exporter_prometheus::PrometheusBuilder::new()
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE,
+            Some(std::time::Duration::from_secs(crate::metrics::GAUGE_IDLE_SECS)),
+        )
+        .install_recorder()
+    {
         Ok(h) => {
             crate::metrics::describe();
             Some(h)
@@ -479,6 +523,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = api.client()?.get(path).await?;
             print_or(&api, &v, print_incidents)
         }
+        Command::Report(args) => report(args).await,
         Command::Silence(command) => silence(command).await,
         Command::Snapshot(command) => snapshot(command).await,
         Command::Cluster(command) => cluster(command).await,
@@ -986,6 +1031,155 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Percent-encodes a query value.
+fn q(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let client = args.api.client()?;
+    let mut query = Vec::new();
+    if let Some(v) = &args.from {
+        query.push(format!("from={}", q(v)));
+    }
+    if let Some(v) = &args.to {
+        query.push(format!("to={}", q(v)));
+    }
+    if args.consistent {
+        query.push("consistent=true".into());
+    }
+    let format = if args.api.json {
+        "json"
+    } else {
+        args.format.as_str()
+    };
+    if args.results {
+        let [check] = args.check.as_slice() else {
+            anyhow::bail!("--results needs exactly one --check NAME");
+        };
+        query.push(format!("check={}", q(check)));
+        let path = format!("/api/v1/reports/results?{}", query.join("&"));
+        if format == "json" {
+            let v = client.get(&format!("{path}&format=json")).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print!("{}", client.get_text(&format!("{path}&format=csv")).await?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(m) = &args.month {
+        query.push(format!("month={}&tz={}", q(m), q(&args.tz)));
+    }
+    if !args.check.is_empty() {
+        query.push(format!("check={}", q(&args.check.join(","))));
+    }
+    if let Some(l) = &args.label {
+        query.push(format!("label={}", q(l)));
+    }
+    let path = format!("/api/v1/reports/availability?{}", query.join("&"));
+    match format {
+        "csv" => print!("{}", client.get_text(&format!("{path}&format=csv")).await?),
+        "json" => {
+            let v = client.get(&path).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        _ => print_report(&client.get(&path).await?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `1d 02:03:04`, `02:03:04`.
+fn hms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+fn print_report(v: &Value) {
+    let ms = |k: &str| v[k].as_u64().unwrap_or(0);
+    println!(
+        "Availability {} .. {}",
+        crate::wall_time::format_rfc3339(ms("from_ms")),
+        crate::wall_time::format_rfc3339(ms("until_ms"))
+    );
+    if ms("history_gap_entries") > 0 {
+        println!(
+            "note: this node's history misses {} log entries (purged before it recorded them); \
+             per-site figures may be low",
+            ms("history_gap_entries")
+        );
+    }
+    println!(
+        "{:<28} {:>10} {:>12} {:>12} {:>4} {:>9} {:>9}  per-site raw",
+        "CHECK", "AVAIL %", "DOWNTIME", "MAINTENANCE", "INC", "MTTD", "MTTR"
+    );
+    for c in v["checks"].as_array().into_iter().flatten() {
+        let pct = c["availability_percent"]
+            .as_f64()
+            .map_or("-".to_string(), |p| format!("{p:.3}"));
+        let dur = |k: &str| c[k].as_u64().map_or("-".to_string(), hms);
+        let sites: Vec<String> = c["sites"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|site| {
+                format!(
+                    "{} {}",
+                    s(&site["site"]),
+                    site["availability_percent"]
+                        .as_f64()
+                        .map_or("-".to_string(), |p| format!("{p:.2}%"))
+                )
+            })
+            .collect();
+        println!(
+            "{:<28} {:>10} {:>12} {:>12} {:>4} {:>9} {:>9}  {}",
+            s(&c["check"]),
+            pct,
+            dur("downtime_ms"),
+            dur("maintenance_ms"),
+            c["incidents"].as_u64().unwrap_or(0),
+            dur("mean_time_to_detect_ms"),
+            dur("mean_time_to_recover_ms"),
+            sites.join(", ")
+        );
+    }
+    let incidents = v["incidents"].as_array().map_or(&[][..], Vec::as_slice);
+    if !incidents.is_empty() {
+        println!();
+        println!("Incidents in the period");
+        println!(
+            "{:>6} {:<28} {:<9} {:<21} {:<21} {:>12}",
+            "ID", "CHECK", "SEVERITY", "STARTED", "RECOVERED", "OUTAGE"
+        );
+        for i in incidents {
+            let start = i["start_ms"].as_u64().unwrap_or(0);
+            let end = i["closed_at_ms"].as_u64();
+            println!(
+                "{:>6} {:<28} {:<9} {:<21} {:<21} {:>12}",
+                s(&i["id"]),
+                s(&i["check"]),
+                s(&i["severity"]),
+                crate::wall_time::format_rfc3339(start),
+                end.map_or("open".to_string(), crate::wall_time::format_rfc3339),
+                end.map_or("-".to_string(), |e| hms(e.saturating_sub(start))),
+            );
+        }
     }
 }
 

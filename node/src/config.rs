@@ -29,7 +29,27 @@ pub struct NodeConfig {
     pub initial_members: Vec<Member>,
     /// `[raft]`: when the log is compacted.
     pub log: LogPolicy,
+    /// `[history]`: how long the report history keeps results and rollups.
+    pub history: crate::history::Retention,
+    /// `[api] metrics_checks_max`: checks that get per-check series on `/metrics`.
+    pub metrics_checks_max: usize,
 }
+
+/// `[history]` in node.toml, in days.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    raw_days: Option<u64>,
+    minute_days: Option<u64>,
+    hour_days: Option<u64>,
+}
+
+/// The longest retention accepted (ten years).
+pub const HISTORY_DAYS_MAX: u64 = 3_650;
+/// Default of `[api] metrics_checks_max`.
+pub const METRICS_CHECKS_MAX_DEFAULT: usize = 2_000;
+/// Largest `[api] metrics_checks_max`.
+pub const METRICS_CHECKS_MAX: usize = 100_000;
 
 /// When raft snapshots the state and purges the log (`[raft]` in node.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -102,6 +122,7 @@ struct RawNode {
     join: bool,
     #[serde(default)]
     raft: LogPolicy,
+    history: Option<RawHistory>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +137,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     token_file: PathBuf,
+    metrics_checks_max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +297,51 @@ impl NodeConfig {
                 ),
             ));
         }
+        let defaults = crate::history::Retention::default();
+        let h = raw.history.unwrap_or(RawHistory {
+            raw_days: None,
+            minute_days: None,
+            hour_days: None,
+        });
+        let history = crate::history::Retention {
+            raw_days: h.raw_days.unwrap_or(defaults.raw_days),
+            minute_days: h.minute_days.unwrap_or(defaults.minute_days),
+            hour_days: h.hour_days.unwrap_or(defaults.hour_days),
+        };
+        for (key, days) in [
+            ("raw_days", history.raw_days),
+            ("minute_days", history.minute_days),
+            ("hour_days", history.hour_days),
+        ] {
+            if !(1..=HISTORY_DAYS_MAX).contains(&days) {
+                errors.push((
+                    whole,
+                    format!("[history] {key} = {days} must be 1 to {HISTORY_DAYS_MAX} days"),
+                ));
+            }
+        }
+        if history.minute_days > history.hour_days {
+            errors.push((
+                whole,
+                format!(
+                    "[history] minute_days = {} must not exceed hour_days = {}: reports over \
+                     old periods read hour rollups",
+                    history.minute_days, history.hour_days
+                ),
+            ));
+        }
+        let metrics_checks_max = raw
+            .api
+            .metrics_checks_max
+            .unwrap_or(METRICS_CHECKS_MAX_DEFAULT);
+        if metrics_checks_max > METRICS_CHECKS_MAX {
+            errors.push((
+                whole,
+                format!(
+                    "[api] metrics_checks_max = {metrics_checks_max} must be at most {METRICS_CHECKS_MAX}"
+                ),
+            ));
+        }
         let (Ok(listen_raft), Ok(listen_api)) = (listen_raft, listen_api) else {
             return Err(errors);
         };
@@ -299,6 +366,8 @@ impl NodeConfig {
             },
             token_file: abs(raw.api.token_file),
             log: raw.raft,
+            history,
+            metrics_checks_max,
             initial_members: raw
                 .initial_member
                 .into_iter()
@@ -332,6 +401,8 @@ impl NodeConfig {
             },
             token_file: dir.join("api.token"),
             log: LogPolicy::default(),
+            history: crate::history::Retention::default(),
+            metrics_checks_max: METRICS_CHECKS_MAX_DEFAULT,
             initial_members: vec![Member {
                 id: 1,
                 site: "site-a".into(),

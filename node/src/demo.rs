@@ -94,6 +94,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             token_file: certs.join("api.token"),
             initial_members: members.clone(),
             log: crate::config::LogPolicy::default(),
+            history: crate::history::Retention::default(),
+            metrics_checks_max: crate::config::METRICS_CHECKS_MAX_DEFAULT,
         };
         let seams = Seams {
             clock: SystemClock::shared(),

@@ -15,6 +15,21 @@ pub const RAFT_IS_LEADER: &str = "consentry_raft_is_leader";
 pub const CHECKS: &str = "consentry_checks";
 pub const INCIDENTS_OPEN: &str = "consentry_incidents_open";
 pub const DATA_DIR_BYTES: &str = "consentry_data_dir_bytes";
+pub const CHECK_STATUS: &str = "consentry_check_status";
+pub const CHECK_LATENCY_SECONDS: &str = "consentry_check_latency_seconds";
+pub const CHECK_VERDICT: &str = "consentry_check_verdict";
+pub const CHECK_INCIDENT_OPEN: &str = "consentry_check_incident_open";
+pub const METRICS_CHECKS_OMITTED: &str = "consentry_metrics_checks_omitted";
+pub const SITE_DEGRADED: &str = "consentry_site_degraded";
+pub const SITE_SILENT: &str = "consentry_site_silent";
+pub const SITE_PATH_SUSPECT_CHECKS: &str = "consentry_site_path_suspect_checks";
+pub const CLUSTER_MEMBERS: &str = "consentry_cluster_members";
+pub const RAFT_REPLICATION_LAG_ENTRIES: &str = "consentry_raft_replication_lag_entries";
+pub const NOTIFICATIONS_PENDING: &str = "consentry_notifications_pending";
+pub const RECOVERIES_ACTIVE: &str = "consentry_recoveries_active";
+pub const HISTORY_LAG_ENTRIES: &str = "consentry_history_lag_entries";
+pub const HISTORY_GAP_ENTRIES_TOTAL: &str = "consentry_history_gap_entries_total";
+pub const HISTORY_BYTES: &str = "consentry_history_bytes";
 
 /// Registers descriptions once per process.
 pub fn describe() {
@@ -59,8 +74,121 @@ pub fn describe() {
     describe_gauge!(CHECKS, "Checks in the applied catalog.");
     describe_gauge!(INCIDENTS_OPEN, "Incidents currently open.");
     describe_gauge!(
+        CHECK_STATUS,
+        "Latest result of a check at a site, as a Nagios code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+    );
+    describe_gauge!(
+        CHECK_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Latency of a check's latest result at a site."
+    );
+    describe_gauge!(
+        CHECK_VERDICT,
+        "A check's agreed (quorum) verdict as a Nagios code; absent while pending."
+    );
+    describe_gauge!(
+        CHECK_INCIDENT_OPEN,
+        "1 while the check has an open incident."
+    );
+    describe_gauge!(
+        METRICS_CHECKS_OMITTED,
+        "Checks without per-check series because [api] metrics_checks_max was reached."
+    );
+    describe_gauge!(
+        SITE_DEGRADED,
+        "1 while the site is path-suspect on most of its checks (operator alert raised)."
+    );
+    describe_gauge!(
+        SITE_SILENT,
+        "1 while the site has stopped reporting results (operator alert raised)."
+    );
+    describe_gauge!(
+        SITE_PATH_SUSPECT_CHECKS,
+        "Checks on which the site is a path suspect: down there while a quorum sees them up."
+    );
+    describe_gauge!(CLUSTER_MEMBERS, "Cluster members by role (voter, learner).");
+    describe_gauge!(
+        RAFT_REPLICATION_LAG_ENTRIES,
+        "Log entries a peer is behind the leader (exported by the leader only)."
+    );
+    describe_gauge!(
+        NOTIFICATIONS_PENDING,
+        "Notification intents not yet delivered or given up."
+    );
+    describe_gauge!(
+        RECOVERIES_ACTIVE,
+        "Recovery steps dispatched and not yet settled."
+    );
+    describe_gauge!(
+        HISTORY_LAG_ENTRIES,
+        "Applied log entries not yet recorded in this node's report history."
+    );
+    describe_counter!(
+        HISTORY_GAP_ENTRIES_TOTAL,
+        "Log entries purged before the report history could record them."
+    );
+    describe_gauge!(
+        HISTORY_BYTES,
+        Unit::Bytes,
+        "Bytes of this node's report history database on disk, read at scrape."
+    );
+    describe_gauge!(
         DATA_DIR_BYTES,
         Unit::Bytes,
         "Bytes of files under this node's data_dir (raft log, snapshots), read at scrape."
     );
+}
+
+/// Gauges not set for this long disappear from `/metrics` (a removed check's series).
+/// Every gauge is set at each scrape, so only series of things that are gone age out.
+pub const GAUGE_IDLE_SECS: u64 = 120;
+
+/// Sets the per-check, per-site and effects gauges from the applied state, for the first
+/// `checks_max` checks by name; the rest are counted in `consentry_metrics_checks_omitted`.
+/// Labels are check names from the catalog and site names from the membership: bounded by
+/// the catalog and `checks_max`.
+#[allow(clippy::cast_precision_loss)]
+pub fn export_state(st: &consentry_cluster::state::ClusterState, checks_max: usize) {
+    use ::metrics::gauge;
+    let mut names: Vec<&str> = st.catalog.checks.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    let omitted = names.len().saturating_sub(checks_max);
+    gauge!(METRICS_CHECKS_OMITTED).set(omitted as f64);
+    let mut suspects: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for name in names.iter().take(checks_max) {
+        let check = (*name).to_string();
+        if let Some(verdict) = st.verdict(name) {
+            gauge!(CHECK_VERDICT, "check" => check.clone()).set(f64::from(verdict.nagios_code()));
+        }
+        let Some(cs) = st.checks.get(*name) else {
+            continue;
+        };
+        gauge!(CHECK_INCIDENT_OPEN, "check" => check.clone()).set(if cs.open_incident.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        for (site, s) in &cs.sites {
+            let labels = [("check", check.clone()), ("site", site.clone())];
+            gauge!(CHECK_STATUS, &labels).set(f64::from(s.last.status.nagios_code()));
+            gauge!(CHECK_LATENCY_SECONDS, &labels).set(s.last.latency_ms as f64 / 1000.0);
+        }
+    }
+    for cs in st.checks.values() {
+        for site in &cs.eval.path_suspect {
+            *suspects.entry(site.as_str()).or_default() += 1;
+        }
+    }
+    for site in st.probing_sites() {
+        let health = st.site_health.get(&site);
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        gauge!(SITE_DEGRADED, "site" => site.clone())
+            .set(flag(health.is_some_and(|h| h.degraded.is_some())));
+        gauge!(SITE_SILENT, "site" => site.clone())
+            .set(flag(health.is_some_and(|h| h.silent.is_some())));
+        gauge!(SITE_PATH_SUSPECT_CHECKS, "site" => site.clone())
+            .set(suspects.get(site.as_str()).copied().unwrap_or(0) as f64);
+    }
+    gauge!(NOTIFICATIONS_PENDING).set(st.pending_intents().count() as f64);
+    gauge!(RECOVERIES_ACTIVE).set(st.recoveries.values().filter(|r| r.is_active()).count() as f64);
 }

@@ -114,13 +114,23 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         path: raft_dir.clone(),
         message: e.to_string(),
     })?;
-    let (log_store, state_machine) =
+    let (mut log_store, state_machine) =
         consentry_storage::open_sled::<TypeConfig, ClusterState>(&raft_dir).map_err(|e| {
             StartError::Storage {
                 path: raft_dir.clone(),
                 message: e.to_string(),
             }
         })?;
+    let log_reader = openraft::storage::RaftLogStorage::get_log_reader(&mut log_store).await;
+    let history_dir = cfg.data_dir.join("history");
+    let history = Arc::new(
+        crate::history::History::open(&history_dir, cfg.history).map_err(|e| {
+            StartError::Storage {
+                path: history_dir.clone(),
+                message: e.to_string(),
+            }
+        })?,
+    );
 
     let endpoint = transport::endpoint(cfg.listen_raft, &tls).map_err(|e| StartError::Bind {
         what: "raft (QUIC/UDP)",
@@ -169,7 +179,7 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         log_store,
         state: state_machine.reader(),
         state_machine,
-        clock: seams.clock,
+        clock: seams.clock.clone(),
         prober,
         notify: Arc::new(Channels {
             http: http.clone(),
@@ -209,6 +219,9 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
         data_dir: cfg.data_dir.clone(),
         cluster_ca_sha256: ca_sha256,
         demo: seams.demo,
+        history: Some(history.clone()),
+        clock: seams.clock.clone(),
+        metrics_checks_max: cfg.metrics_checks_max,
     }));
     let api_cancel = node.cancel.clone();
     node.tasks.spawn(
@@ -219,6 +232,16 @@ async fn start_inner(cfg: &NodeConfig, seams: Seams) -> Result<RunningNode, Star
                 warn!(error = %e, "API server failed");
             }
         }
+        .instrument(tracing::Span::current()),
+    );
+    node.tasks.spawn(
+        crate::history::follower::run(
+            history,
+            log_reader,
+            node.state.clone(),
+            seams.clock.clone(),
+            node.cancel.clone(),
+        )
         .instrument(tracing::Span::current()),
     );
     node.tasks.spawn(return_memory_after_snapshots(

@@ -62,57 +62,7 @@ pub fn status(st: &ClusterState) -> StatusView {
         .catalog
         .checks
         .iter()
-        .map(|spec| {
-            let cs = st.checks.get(&spec.name);
-            let sites = cs
-                .map(|cs| {
-                    cs.sites
-                        .iter()
-                        .map(|(site, s)| SiteView {
-                            site: site.clone(),
-                            status: s.last.status.as_str(),
-                            reason: s.last.reason.as_str(),
-                            latency_ms: s.last.latency_ms,
-                            message: s.last.message.clone(),
-                            observed_at_ms: s.last.observed_at_ms,
-                            consecutive_fail: s.consecutive_fail,
-                            consecutive_ok: s.consecutive_ok,
-                            fresh: cs.eval.fresh.contains(site),
-                            down: cs.eval.down.contains(site),
-                            path_suspect: cs.eval.path_suspect.contains(site),
-                            flap_percent_tenths: s.history.percent_change_tenths(),
-                            flapping: s.flapping,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let confirming = cs
-                .filter(|cs| cs.open_incident.is_none())
-                .map(|cs| {
-                    cs.eval
-                        .fresh
-                        .iter()
-                        .filter(|site| !cs.eval.path_suspect.contains(*site))
-                        .filter(|site| cs.sites.get(*site).is_some_and(|s| !s.last.status.is_ok()))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            CheckView {
-                name: spec.name.clone(),
-                kind: spec.probe.kind(),
-                target: spec.probe.target(),
-                verdict: st.verdict(&spec.name).map_or("PENDING", |s| s.as_str()),
-                incident: cs.and_then(|c| c.open_incident),
-                silenced_by: cs.and_then(|c| c.silenced_by),
-                confirming,
-                interval_ms: spec.interval_ms,
-                labels: spec.labels.clone(),
-                depends_on: spec.depends_on.clone(),
-                flapping: cs.and_then(|c| c.flapping),
-                sites,
-            }
-        })
+        .map(|spec| check_view(st, spec))
         .collect();
     StatusView {
         applied_index: st.last_index,
@@ -120,6 +70,63 @@ pub fn status(st: &ClusterState) -> StatusView {
         probing_sites: st.probing_sites().into_iter().collect(),
         site_health: st.site_health.clone(),
         checks,
+    }
+}
+
+/// One check's status (`GET /api/v1/status/{name}`); `None` when it is not in the catalog.
+pub fn check_status(st: &ClusterState, name: &str) -> Option<CheckView> {
+    st.check(name).map(|spec| check_view(st, spec))
+}
+
+fn check_view(st: &ClusterState, spec: &consentry_cluster::model::CheckSpec) -> CheckView {
+    let cs = st.checks.get(&spec.name);
+    let sites = cs
+        .map(|cs| {
+            cs.sites
+                .iter()
+                .map(|(site, s)| SiteView {
+                    site: site.clone(),
+                    status: s.last.status.as_str(),
+                    reason: s.last.reason.as_str(),
+                    latency_ms: s.last.latency_ms,
+                    message: s.last.message.clone(),
+                    observed_at_ms: s.last.observed_at_ms,
+                    consecutive_fail: s.consecutive_fail,
+                    consecutive_ok: s.consecutive_ok,
+                    fresh: cs.eval.fresh.contains(site),
+                    down: cs.eval.down.contains(site),
+                    path_suspect: cs.eval.path_suspect.contains(site),
+                    flap_percent_tenths: s.history.percent_change_tenths(),
+                    flapping: s.flapping,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let confirming = cs
+        .filter(|cs| cs.open_incident.is_none())
+        .map(|cs| {
+            cs.eval
+                .fresh
+                .iter()
+                .filter(|site| !cs.eval.path_suspect.contains(*site))
+                .filter(|site| cs.sites.get(*site).is_some_and(|s| !s.last.status.is_ok()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    CheckView {
+        name: spec.name.clone(),
+        kind: spec.probe.kind(),
+        target: spec.probe.target(),
+        verdict: st.verdict(&spec.name).map_or("PENDING", |s| s.as_str()),
+        incident: cs.and_then(|c| c.open_incident),
+        silenced_by: cs.and_then(|c| c.silenced_by),
+        confirming,
+        interval_ms: spec.interval_ms,
+        labels: spec.labels.clone(),
+        depends_on: spec.depends_on.clone(),
+        flapping: cs.and_then(|c| c.flapping),
+        sites,
     }
 }
 

@@ -257,6 +257,10 @@ impl consentry_cluster::transport::RpcHandler for NodeRpc {
         self.writer.admin_here(request).await
     }
 
+    async fn read_index(&self) -> Result<membership::LeaderRead, membership::AdminError> {
+        membership::read_index(&self.raft).await
+    }
+
     async fn agent(
         &self,
         agent: &str,

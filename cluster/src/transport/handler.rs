@@ -54,6 +54,19 @@ pub trait RpcHandler: Send + Sync + 'static {
     /// Runs an operator's membership or leadership request (see [`crate::membership`]).
     fn admin(&self, request: AdminRequest) -> impl Future<Output = AdminResult> + Send;
 
+    /// Confirms this node leads and answers the read index of a follower's consistent read
+    /// (see [`membership::read_index`]).
+    /// Refused by default (test handlers).
+    fn read_index(
+        &self,
+    ) -> impl Future<Output = Result<membership::LeaderRead, membership::AdminError>> + Send {
+        async {
+            Err(membership::AdminError::Refused(
+                "this node does not serve consistent reads".into(),
+            ))
+        }
+    }
+
     /// Serves one request of host agent `agent` (the name in its certificate). Refused by
     /// default: only a node's own handler knows the applied state and can commit.
     fn agent(
@@ -96,6 +109,10 @@ impl RpcHandler for Raft {
         RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
     > {
         Raft::client_write(self, command).await
+    }
+
+    async fn read_index(&self) -> Result<membership::LeaderRead, membership::AdminError> {
+        membership::read_index(self).await
     }
 
     async fn admin(&self, request: AdminRequest) -> AdminResult {

@@ -338,6 +338,29 @@ pub async fn forward_client_write(
     )
 }
 
+/// Asks `target` (the leader) for the read index of a consistent read. Opens a connection
+/// for this one call.
+///
+/// # Errors
+/// The transport action that failed; the leader's own refusal is the `Ok` value's `Err`.
+pub async fn forward_read_index(
+    dialer: impl Into<crate::transport::Dialer>,
+    self_id: NodeId,
+    target_id: NodeId,
+    target: &ClusterNode,
+    timeout: Duration,
+) -> Result<Result<crate::membership::LeaderRead, crate::membership::AdminError>, TransportError> {
+    let mut peer = PeerConnection::new(dialer, self_id, target_id, target.addr.clone());
+    match peer.call(RpcBody::ReadIndex, timeout).await? {
+        RpcResponse::ReadIndex(result) => Ok(result),
+        other => Err(TransportError::UnexpectedResponse {
+            target: target_id,
+            expected: "ReadIndex",
+            got: other.name(),
+        }),
+    }
+}
+
 /// Hands an operator's request to another node (the leader, or the node that is to lead)
 /// and returns its answer. Opens a connection for this one call.
 ///

@@ -24,8 +24,10 @@ pub enum RpcBody {
     /// A write a follower forwards to the leader.
     ClientWrite(Command),
     /// A membership operation for the leader, or a leadership hand-over for the receiver.
-    /// Kept last: bincode numbers variants by position.
     Admin(AdminRequest),
+    /// A follower's consistent read: the leader confirms it leads and answers its read
+    /// index. Kept last: bincode numbers variants by position.
+    ReadIndex,
 }
 
 impl RpcBody {
@@ -37,6 +39,7 @@ impl RpcBody {
             Self::InstallSnapshot(_) => "InstallSnapshot",
             Self::ClientWrite(_) => "ClientWrite",
             Self::Admin(_) => "Admin",
+            Self::ReadIndex => "ReadIndex",
         }
     }
 
@@ -47,7 +50,7 @@ impl RpcBody {
             Self::AppendEntries(rpc) => &rpc.vote,
             Self::Vote(rpc) => &rpc.vote,
             Self::InstallSnapshot(rpc) => &rpc.vote,
-            Self::ClientWrite(_) | Self::Admin(_) => return None,
+            Self::ClientWrite(_) | Self::Admin(_) | Self::ReadIndex => return None,
         };
         vote.leader_id().voted_for()
     }

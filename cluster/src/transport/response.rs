@@ -27,9 +27,11 @@ pub enum RpcResponse {
     /// The server would not run the request (undecodable, too large, sender mismatch,
     /// handler timeout), with why.
     Refused(String),
-    /// The outcome of an [`crate::transport::RpcBody::Admin`] request. Kept last: bincode
-    /// numbers variants by position.
+    /// The outcome of an [`crate::transport::RpcBody::Admin`] request.
     Admin(AdminResult),
+    /// The answer to [`crate::transport::RpcBody::ReadIndex`]. Kept last: bincode numbers
+    /// variants by position.
+    ReadIndex(Result<crate::membership::LeaderRead, crate::membership::AdminError>),
 }
 
 impl RpcResponse {
@@ -42,6 +44,7 @@ impl RpcResponse {
             Self::ClientWrite(_) => "ClientWrite",
             Self::Refused(_) => "Refused",
             Self::Admin(_) => "Admin",
+            Self::ReadIndex(_) => "ReadIndex",
         }
     }
 }

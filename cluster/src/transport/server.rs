@@ -318,6 +318,7 @@ async fn dispatch<H: RpcHandler>(handler: &H, body: RpcBody) -> RpcResponse {
             RpcResponse::ClientWrite(handler.client_write(command).await)
         }
         RpcBody::Admin(request) => RpcResponse::Admin(handler.admin(request).await),
+        RpcBody::ReadIndex => RpcResponse::ReadIndex(handler.read_index().await),
     }
 }
 
