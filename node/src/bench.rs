@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::probe::{ProbeConfig, Prober};
 
+mod report;
 mod soak;
 
 /// Longest phase `--seconds` allows.
@@ -75,6 +76,9 @@ pub enum BenchCommand {
     /// Three real nodes on loopback under thousands of checks for minutes: CPU, memory,
     /// disk, commit latency and committed results per second.
     Soak(soak::SoakArgs),
+    /// An availability report over 10,000 checks and a month of rollups (the report
+    /// history), timed against the 1-second goal.
+    Report(report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -112,6 +116,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Probes(args) => probes(args).await,
         BenchCommand::Soak(args) => soak::soak(args).await,
+        BenchCommand::Report(args) => {
+            tokio::task::spawn_blocking(move || report::report_bench(&args)).await?
+        }
     }
 }
 

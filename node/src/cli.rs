@@ -382,7 +382,9 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     match metrics_exporter_prometheus::PrometheusBuilder::new()
         .idle_timeout(
             metrics_util::MetricKindMask::GAUGE,
-            Some(std::time::Duration::from_secs(crate::metrics::GAUGE_IDLE_SECS)),
+            Some(std::time::Duration::from_secs(
+                crate::metrics::GAUGE_IDLE_SECS,
+            )),
         )
         .install_recorder()
     {

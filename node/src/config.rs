@@ -31,7 +31,7 @@ pub struct NodeConfig {
     pub log: LogPolicy,
     /// `[history]`: how long the report history keeps results and rollups.
     pub history: crate::history::Retention,
-    /// `[api] metrics_checks_max`: checks that get per-check series on `/metrics`.
+    /// `[metrics] checks_max`: checks that get per-check series on `/metrics`.
     pub metrics_checks_max: usize,
 }
 
@@ -46,9 +46,16 @@ struct RawHistory {
 
 /// The longest retention accepted (ten years).
 pub const HISTORY_DAYS_MAX: u64 = 3_650;
-/// Default of `[api] metrics_checks_max`.
+/// `[metrics]` in node.toml.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    checks_max: Option<usize>,
+}
+
+/// Default of `[metrics] checks_max`.
 pub const METRICS_CHECKS_MAX_DEFAULT: usize = 2_000;
-/// Largest `[api] metrics_checks_max`.
+/// Largest `[metrics] checks_max`.
 pub const METRICS_CHECKS_MAX: usize = 100_000;
 
 /// When raft snapshots the state and purges the log (`[raft]` in node.toml).
@@ -123,6 +130,7 @@ struct RawNode {
     #[serde(default)]
     raft: LogPolicy,
     history: Option<RawHistory>,
+    metrics: Option<RawMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -137,7 +145,6 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     token_file: PathBuf,
-    metrics_checks_max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -331,14 +338,14 @@ impl NodeConfig {
             ));
         }
         let metrics_checks_max = raw
-            .api
-            .metrics_checks_max
+            .metrics
+            .and_then(|m| m.checks_max)
             .unwrap_or(METRICS_CHECKS_MAX_DEFAULT);
         if metrics_checks_max > METRICS_CHECKS_MAX {
             errors.push((
                 whole,
                 format!(
-                    "[api] metrics_checks_max = {metrics_checks_max} must be at most {METRICS_CHECKS_MAX}"
+                    "[metrics] checks_max = {metrics_checks_max} must be at most {METRICS_CHECKS_MAX}"
                 ),
             ));
         }

@@ -29,6 +29,8 @@ pub mod leader;
 pub mod metrics;
 pub mod notifier_kinds;
 pub mod notify;
+#[cfg(test)]
+mod openapi_tests;
 pub mod poller;
 pub mod position;
 pub mod probe;

@@ -92,7 +92,7 @@ pub fn describe() {
     );
     describe_gauge!(
         METRICS_CHECKS_OMITTED,
-        "Checks without per-check series because [api] metrics_checks_max was reached."
+        "Checks without per-check series because [metrics] checks_max was reached."
     );
     describe_gauge!(
         SITE_DEGRADED,

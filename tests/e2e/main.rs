@@ -23,6 +23,7 @@ macro_rules! info {
     };
 }
 
+mod browser;
 mod harness;
 mod servers;
 mod t05_demo;
@@ -39,5 +40,8 @@ mod t75_conformance;
 mod t77_recovery;
 mod t80_hostile;
 mod t85_multihost;
+mod t88_dashboard;
 mod t90_notifiers;
+mod t91_read_side;
+mod t92_ops;
 mod t95_alerting;

@@ -214,7 +214,8 @@ pub fn availability(
     let until = q.to_ms.min(now_ms.max(from));
     let specs: Vec<&CheckSpec> = catalog.iter().filter(|s| q.wants(s)).collect();
     let names: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let totals = history.totals(from, until, &|name| names.contains(name))?;
+    let every = q.checks.is_empty() && q.label.is_none();
+    let totals = history.totals(from, until, (!every).then_some(&names))?;
     let incidents: Vec<IncidentRecord> = history
         .incidents(from, until)?
         .into_iter()

@@ -43,7 +43,8 @@ const TIER_HOUR: u8 = b'h';
 const TIER_DAY: u8 = b'd';
 const TIER_INCIDENT: u8 = b'i';
 const TIER_SILENCE: u8 = b's';
-const META_KEY: &[u8] = b"meta";
+/// Bookkeeping keys start with a byte no tier uses.
+const META_KEY: &[u8] = b"\0meta";
 
 /// How long each kind of row is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,24 +112,29 @@ impl Bucket {
     }
 }
 
-/// One rollup row: every site's bucket, sorted by site.
+/// One rollup row: every site's bucket, by site number (see [`History::site_names`]),
+/// sorted. Numbers rather than names keep rows small and quick to read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Row {
-    sites: Vec<(String, Bucket)>,
+    sites: Vec<(u16, Bucket)>,
 }
 
 impl Row {
-    fn bucket(&mut self, site: &str) -> Option<&mut Bucket> {
-        match self.sites.binary_search_by(|(s, _)| s.as_str().cmp(site)) {
+    fn bucket(&mut self, site: u16) -> Option<&mut Bucket> {
+        match self.sites.binary_search_by_key(&site, |(s, _)| *s) {
             Ok(i) => Some(&mut self.sites[i].1),
             Err(_) if self.sites.len() >= SITES_PER_ROW_MAX => None,
             Err(i) => {
-                self.sites.insert(i, (site.to_string(), Bucket::default()));
+                self.sites.insert(i, (site, Bucket::default()));
                 Some(&mut self.sites[i].1)
             }
         }
     }
 }
+
+/// Site names ever numbered.
+pub const SITES_MAX: usize = 1_024;
+const SITES_KEY: &[u8] = b"\0sites";
 
 /// One probe result as kept for the per-result download.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +282,8 @@ pub struct History {
     db: sled::Db,
     tree: sled::Tree,
     retention: Retention,
+    /// Site names by number, as stored under `SITES_KEY`.
+    sites: std::sync::Mutex<Vec<String>>,
 }
 
 fn key(tier: u8, bucket: u64, check: &str) -> Vec<u8> {
@@ -308,6 +316,8 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HistoryError> {
 struct Pending {
     rollups: HashMap<Vec<u8>, Row>,
     raw: HashMap<Vec<u8>, RawRow>,
+    /// The site table, when this chunk numbered a new site.
+    sites: Option<Vec<String>>,
 }
 
 impl History {
@@ -327,11 +337,36 @@ impl History {
                 message: e.to_string(),
             })?;
         let tree = db.open_tree("history")?;
+        let sites = match tree.get(SITES_KEY)? {
+            Some(v) => decode(&v)?,
+            None => Vec::new(),
+        };
         Ok(Self {
             db,
             tree,
             retention,
+            sites: std::sync::Mutex::new(sites),
         })
+    }
+
+    /// Site names by number.
+    pub fn site_names(&self) -> Vec<String> {
+        self.sites.lock().expect("sites lock").clone()
+    }
+
+    /// The number of `site`, numbering it (and noting the new table in `batch`) if new;
+    /// `None` past `SITES_MAX`.
+    fn site_number(&self, site: &str, batch: &mut Option<Vec<String>>) -> Option<u16> {
+        let mut sites = self.sites.lock().expect("sites lock");
+        if let Some(i) = sites.iter().position(|s| s == site) {
+            return u16::try_from(i).ok();
+        }
+        if sites.len() >= SITES_MAX {
+            return None;
+        }
+        sites.push(site.to_string());
+        *batch = Some(sites.clone());
+        u16::try_from(sites.len() - 1).ok()
     }
 
     pub fn retention(&self) -> Retention {
@@ -400,6 +435,9 @@ impl History {
         for (k, row) in pending.raw {
             batch.insert(k, codec::encode(&row)?);
         }
+        if let Some(sites) = &pending.sites {
+            batch.insert(SITES_KEY, codec::encode(sites)?);
+        }
         batch.insert(META_KEY, codec::encode(&meta)?);
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -413,6 +451,7 @@ impl History {
         r: &consentry_cluster::model::ProbeResult,
     ) -> Result<(), HistoryError> {
         let t = r.observed_at_ms;
+        let site_no = self.site_number(site, &mut pending.sites);
         for (tier, width) in [
             (TIER_MINUTE, MINUTE_MS),
             (TIER_HOUR, HOUR_MS),
@@ -429,7 +468,7 @@ impl History {
                     v.insert(row)
                 }
             };
-            if let Some(b) = row.bucket(site) {
+            if let Some(b) = site_no.and_then(|n| row.bucket(n)) {
                 b.add(r.status, r.latency_ms);
             }
         }
@@ -557,9 +596,19 @@ impl History {
         } else {
             (TIER_DAY, DAY_MS)
         };
-        let row = Row {
-            sites: sites.to_vec(),
-        };
+        let mut table = None;
+        let mut row = Row::default();
+        for (site, bucket) in sites {
+            if let Some(b) = self
+                .site_number(site, &mut table)
+                .and_then(|n| row.bucket(n))
+            {
+                *b = *bucket;
+            }
+        }
+        if let Some(table) = table {
+            self.tree.insert(SITES_KEY, codec::encode(&table)?)?;
+        }
         self.tree.insert(
             key(tier, bucket_start_ms / width, check),
             codec::encode(&row)?,
@@ -659,22 +708,31 @@ impl History {
         if to_ms <= from_ms {
             return Ok(out);
         }
+        let names = self.site_names();
         for b in from_ms / width..=(to_ms - 1) / width {
             let Some(v) = self.tree.get(key(tier, b, check))? else {
                 continue;
             };
             let row: Row = decode(&v)?;
             for (site, bucket) in row.sites {
-                out.entry(site).or_default().push((b * width, bucket));
+                let name = names
+                    .get(usize::from(site))
+                    .cloned()
+                    .unwrap_or_else(|| format!("site #{site}"));
+                out.entry(name).or_default().push((b * width, bucket));
             }
         }
         Ok(out)
     }
 
     /// Per check and site, the sum of the rollups covering `[from_ms, to_ms)` for the
-    /// checks `want` accepts: whole days from day rows, the hours around them from hour
-    /// rows, the minutes at the edges from minute rows (an edge older than `minute_days`
-    /// has no minute rows and is left out). Partial minutes at the edges are left out.
+    /// checks in `only` (every check when `None`): whole days from day rows, the hours
+    /// around them from hour rows, the minutes at the edges from minute rows (an edge older
+    /// than `minute_days` has no minute rows and is left out). The minutes holding
+    /// `from_ms` and `to_ms` count whole.
+    ///
+    /// A few checks are read by key; many by scanning each bucket's rows, on up to four
+    /// threads.
     ///
     /// # Errors
     /// When sled fails or a row is corrupt.
@@ -682,36 +740,78 @@ impl History {
         &self,
         from_ms: u64,
         to_ms: u64,
-        want: &dyn Fn(&str) -> bool,
+        only: Option<&std::collections::HashSet<&str>>,
     ) -> Result<HashMap<String, BTreeMap<String, Bucket>>, HistoryError> {
-        let mut out: HashMap<String, BTreeMap<String, Bucket>> = HashMap::new();
-        for (tier, a, b) in segments(from_ms, to_ms) {
-            let start = key(tier, a, "");
-            let end = key(tier, b, "");
-            for item in self.tree.range(start..end) {
-                let (k, v) = item?;
-                let Some((_, name)) = split_key(&k) else {
-                    continue;
-                };
-                if !want(name) {
-                    continue;
-                }
-                let row: Row = decode(&v)?;
-                let per_site = match out.get_mut(name) {
-                    Some(m) => m,
-                    None => out.entry(name.to_string()).or_default(),
-                };
-                for (site, bucket) in &row.sites {
-                    match per_site.get_mut(site) {
-                        Some(acc) => acc.merge(bucket),
-                        None => {
-                            per_site.insert(site.clone(), *bucket);
+        let units: Vec<(u8, u64)> = segments(from_ms, to_ms)
+            .into_iter()
+            .flat_map(|(tier, a, b)| (a..b).map(move |bucket| (tier, bucket)))
+            .collect();
+        let mut acc: HashMap<String, Vec<Bucket>> = HashMap::new();
+        match only {
+            Some(names) if names.len() <= POINT_READ_CHECKS_MAX => {
+                for name in names {
+                    for (tier, bucket) in &units {
+                        if let Some(v) = self.tree.get(key(*tier, *bucket, name))? {
+                            add_row(&mut acc, name, &decode(&v)?);
                         }
                     }
                 }
             }
+            _ => {
+                let threads = std::thread::available_parallelism()
+                    .map_or(1, std::num::NonZero::get)
+                    .clamp(1, 4);
+                let parts: Vec<Result<HashMap<String, Vec<Bucket>>, HistoryError>> =
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = (0..threads)
+                            .map(|t| {
+                                let units = &units;
+                                scope.spawn(move || {
+                                    let mut acc = HashMap::new();
+                                    for (tier, bucket) in units.iter().skip(t).step_by(threads) {
+                                        let range =
+                                            key(*tier, *bucket, "")..key(*tier, bucket + 1, "");
+                                        for item in self.tree.range(range) {
+                                            let (k, v) = item?;
+                                            let Some((_, name)) = split_key(&k) else {
+                                                continue;
+                                            };
+                                            if only.is_some_and(|o| !o.contains(name)) {
+                                                continue;
+                                            }
+                                            add_row(&mut acc, name, &decode(&v)?);
+                                        }
+                                    }
+                                    Ok(acc)
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("history scan thread panicked"))
+                            .collect()
+                    });
+                for part in parts {
+                    for (name, buckets) in part? {
+                        let into = acc.entry(name).or_default();
+                        merge_into(into, &buckets);
+                    }
+                }
+            }
         }
-        Ok(out)
+        let names = self.site_names();
+        Ok(acc
+            .into_iter()
+            .map(|(check, buckets)| {
+                let per_site = buckets
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.n > 0)
+                    .filter_map(|(i, b)| names.get(i).map(|n| (n.clone(), b)))
+                    .collect();
+                (check, per_site)
+            })
+            .collect())
     }
 
     /// Deletes what retention no longer keeps at `now_ms`; returns the rows deleted.
@@ -784,12 +884,39 @@ impl History {
     }
 }
 
-/// `[from_ms, to_ms)` split into whole minutes, hours and days: `(tier, first, end)` bucket
-/// ranges, the widest buckets in the middle.
+/// Checks up to which [`History::totals`] reads by key rather than scanning.
+pub const POINT_READ_CHECKS_MAX: usize = 200;
+
+fn add_row(acc: &mut HashMap<String, Vec<Bucket>>, name: &str, row: &Row) {
+    let into = match acc.get_mut(name) {
+        Some(v) => v,
+        None => acc.entry(name.to_string()).or_default(),
+    };
+    for (site, bucket) in &row.sites {
+        let i = usize::from(*site);
+        if into.len() <= i {
+            into.resize(i + 1, Bucket::default());
+        }
+        into[i].merge(bucket);
+    }
+}
+
+fn merge_into(into: &mut Vec<Bucket>, from: &[Bucket]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), Bucket::default());
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        a.merge(b);
+    }
+}
+
+/// `[from_ms, to_ms)` widened to whole minutes (so a report up to now counts the current
+/// minute) and split into minutes, hours and days: `(tier, first, end)` bucket ranges, the
+/// widest buckets in the middle.
 fn segments(from_ms: u64, to_ms: u64) -> Vec<(u8, u64, u64)> {
     let mut out = Vec::new();
-    let m0 = from_ms.div_ceil(MINUTE_MS);
-    let m1 = to_ms / MINUTE_MS;
+    let m0 = from_ms / MINUTE_MS;
+    let m1 = to_ms.div_ceil(MINUTE_MS);
     if m0 >= m1 {
         return out;
     }
@@ -839,6 +966,6 @@ mod tests {
         assert_eq!(covered, to - from);
         assert!(segs.contains(&(TIER_DAY, 11, 12)));
         assert!(segs.contains(&(TIER_MINUTE, 10 * 1440 + 5, 10 * 1440 + 60)));
-        assert!(segments(5, 6).is_empty());
+        assert_eq!(segments(5, 6), vec![(TIER_MINUTE, 0, 1)]);
     }
 }

@@ -6,6 +6,7 @@
 mod checks;
 pub mod cli;
 pub mod clock;
+pub mod demo;
 mod expect;
 mod http1;
 pub mod netns;

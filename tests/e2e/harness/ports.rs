@@ -18,6 +18,19 @@ fn claim(port: u16) -> bool {
     guard.get_or_insert_with(HashSet::new).insert(port)
 }
 
+/// Claims `n` consecutive ports from `base` for this process (all or none): `false` when
+/// one of them was handed out already, e.g. to a parallel test's `consentry demo`.
+pub fn claim_range(base: u16, n: u16) -> bool {
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let set = guard.get_or_insert_with(HashSet::new);
+    let ports: Vec<u16> = (0..n).map(|k| base.saturating_add(k)).collect();
+    if ports.iter().any(|p| set.contains(p)) {
+        return false;
+    }
+    set.extend(ports);
+    true
+}
+
 /// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
 pub fn free_tcp_port() -> u16 {
     for _ in 0..PORT_ATTEMPTS_MAX {
