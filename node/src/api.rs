@@ -194,12 +194,9 @@ async fn prometheus(State(s): State<Arc<ApiState>>) -> Response {
                     0.0
                 },
             );
-            let (checks, open) = s.state.read(|st| {
-                metrics::export_state(st, s.metrics_checks_max);
-                (st.catalog.checks.len(), st.open_incidents().count())
-            });
-            ::metrics::gauge!(metrics::CHECKS).set(checks as f64);
-            ::metrics::gauge!(metrics::INCIDENTS_OPEN).set(open as f64);
+            s.state
+                .read(|st| metrics::StateFigures::take(st, s.metrics_checks_max))
+                .export();
             let membership = m.membership_config.membership();
             let voters = membership.voter_ids().count();
             let all = membership.nodes().count();

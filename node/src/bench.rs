@@ -478,7 +478,7 @@ fn blackbox_path(kind: Kind, target: &str) -> String {
     format!(
         "/probe?module={}&target={}",
         kind.blackbox_module(),
-        percent_encode(target)
+        crate::client::percent_encode(target)
     )
 }
 
@@ -874,19 +874,6 @@ async fn ensure_loopback(flag: &str, host: &str, port: u16) -> anyhow::Result<()
     Ok(())
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, for a query value.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 fn print_report(
     args: &ProbesArgs,
     concurrency: usize,
@@ -1008,7 +995,7 @@ mod tests {
         assert_eq!(split_host_port(":80"), None);
         assert_eq!(split_host_port("localhost"), None);
         assert_eq!(
-            percent_encode("http://127.0.0.1:81/a b"),
+            crate::client::percent_encode("http://127.0.0.1:81/a b"),
             "http%3A%2F%2F127.0.0.1%3A81%2Fa%20b"
         );
     }

@@ -1036,20 +1036,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// Percent-encodes a query value.
-fn q(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let q = crate::client::percent_encode;
     let client = args.api.client()?;
     let mut query = Vec::new();
     if let Some(v) = &args.from {

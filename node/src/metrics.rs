@@ -143,52 +143,112 @@ pub fn describe() {
 /// Every gauge is set at each scrape, so only series of things that are gone age out.
 pub const GAUGE_IDLE_SECS: u64 = 120;
 
-/// Sets the per-check, per-site and effects gauges from the applied state, for the first
-/// `checks_max` checks by name; the rest are counted in `consentry_metrics_checks_omitted`.
-/// Labels are check names from the catalog and site names from the membership: bounded by
-/// the catalog and `checks_max`.
-#[allow(clippy::cast_precision_loss)]
-pub fn export_state(st: &consentry_cluster::state::ClusterState, checks_max: usize) {
-    use ::metrics::gauge;
-    let mut names: Vec<&str> = st.catalog.checks.iter().map(|c| c.name.as_str()).collect();
-    names.sort_unstable();
-    let omitted = names.len().saturating_sub(checks_max);
-    gauge!(METRICS_CHECKS_OMITTED).set(omitted as f64);
-    let mut suspects: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-    for name in names.iter().take(checks_max) {
-        let check = (*name).to_string();
-        if let Some(verdict) = st.verdict(name) {
-            gauge!(CHECK_VERDICT, "check" => check.clone()).set(f64::from(verdict.nagios_code()));
+/// (check, agreed verdict code, incident open, [(site, status code, latency s)]).
+type CheckFigures = (String, Option<u8>, bool, Vec<(String, u8, f64)>);
+
+/// What the scrape exports of the applied state, copied out under its lock so the gauges
+/// are set (thousands of label sets) without holding up the state machine.
+pub struct StateFigures {
+    checks: usize,
+    omitted: usize,
+    per_check: Vec<CheckFigures>,
+    /// (site, degraded, silent, path-suspect checks).
+    sites: Vec<(String, bool, bool, u64)>,
+    open_incidents: usize,
+    notifications_pending: usize,
+    recoveries_active: usize,
+}
+
+impl StateFigures {
+    /// The first `checks_max` checks by name get per-check figures; the rest are counted.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn take(st: &consentry_cluster::state::ClusterState, checks_max: usize) -> Self {
+        let mut names: Vec<&str> = st.catalog.checks.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        let per_check = names
+            .iter()
+            .take(checks_max)
+            .map(|name| {
+                let cs = st.checks.get(*name);
+                let sites = cs
+                    .map(|cs| {
+                        cs.sites
+                            .iter()
+                            .map(|(site, s)| {
+                                (
+                                    site.clone(),
+                                    s.last.status.nagios_code(),
+                                    s.last.latency_ms as f64 / 1000.0,
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    (*name).to_string(),
+                    st.verdict(name).map(|v| v.nagios_code()),
+                    cs.is_some_and(|c| c.open_incident.is_some()),
+                    sites,
+                )
+            })
+            .collect();
+        let mut suspects: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for cs in st.checks.values() {
+            for site in &cs.eval.path_suspect {
+                *suspects.entry(site.as_str()).or_default() += 1;
+            }
         }
-        let Some(cs) = st.checks.get(*name) else {
-            continue;
-        };
-        gauge!(CHECK_INCIDENT_OPEN, "check" => check.clone()).set(if cs.open_incident.is_some() {
-            1.0
-        } else {
-            0.0
-        });
-        for (site, s) in &cs.sites {
-            let labels = [("check", check.clone()), ("site", site.clone())];
-            gauge!(CHECK_STATUS, &labels).set(f64::from(s.last.status.nagios_code()));
-            gauge!(CHECK_LATENCY_SECONDS, &labels).set(s.last.latency_ms as f64 / 1000.0);
+        let sites = st
+            .probing_sites()
+            .into_iter()
+            .map(|site| {
+                let health = st.site_health.get(&site);
+                let suspect = suspects.get(site.as_str()).copied().unwrap_or(0);
+                (
+                    site,
+                    health.is_some_and(|h| h.degraded.is_some()),
+                    health.is_some_and(|h| h.silent.is_some()),
+                    suspect,
+                )
+            })
+            .collect();
+        Self {
+            checks: names.len(),
+            omitted: names.len().saturating_sub(checks_max),
+            per_check,
+            sites,
+            open_incidents: st.open_incidents().count(),
+            notifications_pending: st.pending_intents().count(),
+            recoveries_active: st.recoveries.values().filter(|r| r.is_active()).count(),
         }
     }
-    for cs in st.checks.values() {
-        for site in &cs.eval.path_suspect {
-            *suspects.entry(site.as_str()).or_default() += 1;
-        }
-    }
-    for site in st.probing_sites() {
-        let health = st.site_health.get(&site);
+
+    /// Sets the gauges. Labels are check names from the catalog (at most `checks_max` of
+    /// them) and site names from the membership.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn export(&self) {
+        use ::metrics::gauge;
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        gauge!(SITE_DEGRADED, "site" => site.clone())
-            .set(flag(health.is_some_and(|h| h.degraded.is_some())));
-        gauge!(SITE_SILENT, "site" => site.clone())
-            .set(flag(health.is_some_and(|h| h.silent.is_some())));
-        gauge!(SITE_PATH_SUSPECT_CHECKS, "site" => site.clone())
-            .set(suspects.get(site.as_str()).copied().unwrap_or(0) as f64);
+        gauge!(CHECKS).set(self.checks as f64);
+        gauge!(METRICS_CHECKS_OMITTED).set(self.omitted as f64);
+        gauge!(INCIDENTS_OPEN).set(self.open_incidents as f64);
+        for (check, verdict, open, sites) in &self.per_check {
+            if let Some(code) = verdict {
+                gauge!(CHECK_VERDICT, "check" => check.clone()).set(f64::from(*code));
+            }
+            gauge!(CHECK_INCIDENT_OPEN, "check" => check.clone()).set(flag(*open));
+            for (site, code, latency_s) in sites {
+                let labels = [("check", check.clone()), ("site", site.clone())];
+                gauge!(CHECK_STATUS, &labels).set(f64::from(*code));
+                gauge!(CHECK_LATENCY_SECONDS, &labels).set(*latency_s);
+            }
+        }
+        for (site, degraded, silent, suspects) in &self.sites {
+            gauge!(SITE_DEGRADED, "site" => site.clone()).set(flag(*degraded));
+            gauge!(SITE_SILENT, "site" => site.clone()).set(flag(*silent));
+            gauge!(SITE_PATH_SUSPECT_CHECKS, "site" => site.clone()).set(*suspects as f64);
+        }
+        gauge!(NOTIFICATIONS_PENDING).set(self.notifications_pending as f64);
+        gauge!(RECOVERIES_ACTIVE).set(self.recoveries_active as f64);
     }
-    gauge!(NOTIFICATIONS_PENDING).set(st.pending_intents().count() as f64);
-    gauge!(RECOVERIES_ACTIVE).set(st.recoveries.values().filter(|r| r.is_active()).count() as f64);
 }

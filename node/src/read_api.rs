@@ -108,15 +108,7 @@ pub async fn read_through_leader(
             let Some(node) = m.membership_config.membership().get_node(&leader).cloned() else {
                 return unavailable("no_leader", format!("leader {leader} is not a member"));
             };
-            match consentry_cluster::transport::forward_read_index(
-                s.writer.dialer().clone(),
-                s.node_id,
-                leader,
-                &node,
-                timeout,
-            )
-            .await
-            {
+            match s.writer.read_index(leader, &node, timeout).await {
                 Ok(answer) => answer,
                 Err(e) => {
                     return unavailable(
@@ -171,29 +163,6 @@ fn time_param(name: &str, v: &str) -> Result<u64, Response> {
     })
 }
 
-/// `+09:00` / `-05:30` / `Z` as minutes east of UTC.
-pub fn parse_offset(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("z") || s.eq_ignore_ascii_case("utc") {
-        return Ok(0);
-    }
-    let bad = || format!("invalid UTC offset {s:?}: expected +HH:MM or -HH:MM (e.g. +09:00) or Z");
-    let b = s.as_bytes();
-    if b.len() != 6 || !matches!(b[0], b'+' | b'-') || b[3] != b':' {
-        return Err(bad());
-    }
-    let h: i64 = s[1..3].parse().map_err(|_| bad())?;
-    let m: i64 = s[4..6].parse().map_err(|_| bad())?;
-    if h > 23 || m > 59 {
-        return Err(bad());
-    }
-    Ok(if b[0] == b'-' {
-        -(h * 60 + m)
-    } else {
-        h * 60 + m
-    })
-}
-
 /// `[start, end)` of calendar month `YYYY-MM` at UTC offset `offset` (`+09:00`).
 ///
 /// # Errors
@@ -205,17 +174,18 @@ pub fn month_range(month: &str, offset: &str) -> Result<(u64, u64), String> {
     if !(1970..=9998).contains(&y) || !(1..=12).contains(&m) {
         return Err(bad());
     }
-    parse_offset(offset)?;
-    let off =
-        if offset.trim().eq_ignore_ascii_case("z") || offset.trim().eq_ignore_ascii_case("utc") {
-            "Z".to_string()
-        } else {
-            offset.trim().to_string()
-        };
+    let off = match offset.trim() {
+        o if o.eq_ignore_ascii_case("utc") => "Z",
+        o => o,
+    };
     let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    let start = wall_time::parse_rfc3339(&format!("{y:04}-{m:02}-01T00:00:00{off}"))?;
-    let end = wall_time::parse_rfc3339(&format!("{ny:04}-{nm:02}-01T00:00:00{off}"))?;
-    Ok((start, end))
+    // The offset is checked by the RFC 3339 parser itself.
+    let at = |y: u32, m: u32| {
+        wall_time::parse_rfc3339(&format!("{y:04}-{m:02}-01T00:00:00{off}")).map_err(|_| {
+            format!("invalid UTC offset {offset:?}: expected +HH:MM or -HH:MM (e.g. +09:00) or Z")
+        })
+    };
+    Ok((at(y, m)?, at(ny, nm)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +339,16 @@ async fn availability_inner(s: &ApiState, p: ReportParams) -> Result<Response, R
     }
 }
 
+/// Text from a target (a result message) for a CSV cell: a leading `=`, `+`, `-` or `@`
+/// gets a `'` so a spreadsheet shows it instead of evaluating it.
+fn csv_text(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@']) {
+        csv_field(&format!("'{s}"))
+    } else {
+        csv_field(s)
+    }
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -470,12 +450,11 @@ async fn results_inner(s: &ApiState, p: ResultsParams) -> Result<Response, Respo
         ));
     };
     let raw_days = history.retention().raw_days;
-    let (from, to) = period(
-        p.from.as_deref(),
-        p.to.as_deref(),
-        s.clock.wall_ms(),
-        raw_days * DAY_MS,
-    )?;
+    let now = s.clock.wall_ms();
+    let (from, to) = period(p.from.as_deref(), p.to.as_deref(), now, raw_days * DAY_MS)?;
+    // No result is recorded from beyond now (plus clock skew); the store reads one key per
+    // minute, so a far-future `to` is cut here.
+    let to = to.min(now + HOUR_MS).max(from + 1);
     let limit = p.limit.unwrap_or(RAW_READ_MAX).min(RAW_READ_MAX);
     let name = check.clone();
     let (rows, truncated) =
@@ -496,7 +475,7 @@ async fn results_inner(s: &ApiState, p: ResultsParams) -> Result<Response, Respo
                     r.status.as_str(),
                     r.reason,
                     r.latency_ms,
-                    csv_field(&r.message)
+                    csv_text(&r.message)
                 );
             }
             let mut resp = csv_response(&out, &format!("{check}-results.csv"));
@@ -621,12 +600,16 @@ mod tests {
         assert_eq!(wall_time::format_rfc3339(b), "2027-01-01T00:00:00Z");
         assert!(month_range("2026-13", "Z").is_err());
         assert!(month_range("2026-10", "+9").is_err());
-        assert_eq!(parse_offset("-05:30"), Ok(-330));
+        let (a, _) = month_range("2026-10", "-05:30").unwrap();
+        assert_eq!(wall_time::format_rfc3339(a), "2026-10-01T05:30:00Z");
+        assert!(month_range("2026-10", "+24:00").is_err());
     }
 
     #[test]
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+        assert_eq!(csv_text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_text("HTTP 200"), "HTTP 200");
     }
 }

@@ -41,6 +41,23 @@ impl Writer {
         }
     }
 
+    /// Asks leader `leader` for the read index of a consistent read, over the connection
+    /// this node forwards writes on.
+    ///
+    /// # Errors
+    /// The transport action that failed; the leader's refusal is the `Ok` value's `Err`.
+    pub async fn read_index(
+        &self,
+        leader: u64,
+        node: &ClusterNode,
+        timeout: Duration,
+    ) -> Result<
+        Result<membership::LeaderRead, AdminError>,
+        consentry_cluster::transport::TransportError,
+    > {
+        self.forwarder.read_index(leader, node, timeout).await
+    }
+
     /// The dialer this node's transport shares (it knows when each peer last answered).
     pub fn dialer(&self) -> &consentry_cluster::transport::Dialer {
         &self.dialer

@@ -31,9 +31,7 @@ pub use factory::QuicNetworkFactory;
 pub use frame::{FRAME_BYTES_MAX, FRAME_HEADER_BYTES};
 pub use handler::RpcHandler;
 pub use network::QuicNetwork;
-pub use peer::{
-    forward_admin, forward_client_write, forward_read_index, Forwarder, RPC_TIMEOUTS_BEFORE_REDIAL,
-};
+pub use peer::{forward_admin, forward_client_write, Forwarder, RPC_TIMEOUTS_BEFORE_REDIAL};
 pub use request::{RpcBody, RpcRequest};
 pub use response::RpcResponse;
 pub use server::{

@@ -263,16 +263,54 @@ impl Forwarder {
         cmd: Command,
         timeout: Duration,
     ) -> Result<ClientWriteResponse<TypeConfig>, TransportError> {
+        let response = self
+            .call(target_id, target, RpcBody::ClientWrite(cmd), timeout)
+            .await?;
+        client_write_answer(target_id, response)
+    }
+
+    /// Asks `target` (the leader) for the read index of a consistent read, over the cached
+    /// connection when it is free. The leader's own refusal is the `Ok` value's `Err`.
+    ///
+    /// # Errors
+    /// The transport action that failed.
+    pub async fn read_index(
+        &self,
+        target_id: NodeId,
+        target: &ClusterNode,
+        timeout: Duration,
+    ) -> Result<Result<crate::membership::LeaderRead, crate::membership::AdminError>, TransportError>
+    {
+        match self
+            .call(target_id, target, RpcBody::ReadIndex, timeout)
+            .await?
+        {
+            RpcResponse::ReadIndex(result) => Ok(result),
+            other => Err(TransportError::UnexpectedResponse {
+                target: target_id,
+                expected: "ReadIndex",
+                got: other.name(),
+            }),
+        }
+    }
+
+    /// One call to `target_id` over the cached connection (replaced when it names another
+    /// node or address), or over a connection of its own while another call holds it.
+    async fn call(
+        &self,
+        target_id: NodeId,
+        target: &ClusterNode,
+        body: RpcBody,
+        timeout: Duration,
+    ) -> Result<RpcResponse, TransportError> {
         let Ok(mut slot) = self.cached.try_lock() else {
-            return forward_client_write(
+            let mut peer = PeerConnection::new(
                 self.dialer.clone(),
                 self.self_id,
                 target_id,
-                target,
-                cmd,
-                timeout,
-            )
-            .await;
+                target.addr.clone(),
+            );
+            return peer.call(body, timeout).await;
         };
         let stale = slot
             .as_ref()
@@ -285,11 +323,7 @@ impl Forwarder {
                 target.addr.clone(),
             ));
         }
-        let peer = slot.as_mut().expect("set above");
-        client_write_answer(
-            target_id,
-            peer.call(RpcBody::ClientWrite(cmd), timeout).await?,
-        )
+        slot.as_mut().expect("set above").call(body, timeout).await
     }
 }
 
@@ -336,29 +370,6 @@ pub async fn forward_client_write(
         target_id,
         peer.call(RpcBody::ClientWrite(cmd), timeout).await?,
     )
-}
-
-/// Asks `target` (the leader) for the read index of a consistent read. Opens a connection
-/// for this one call.
-///
-/// # Errors
-/// The transport action that failed; the leader's own refusal is the `Ok` value's `Err`.
-pub async fn forward_read_index(
-    dialer: impl Into<crate::transport::Dialer>,
-    self_id: NodeId,
-    target_id: NodeId,
-    target: &ClusterNode,
-    timeout: Duration,
-) -> Result<Result<crate::membership::LeaderRead, crate::membership::AdminError>, TransportError> {
-    let mut peer = PeerConnection::new(dialer, self_id, target_id, target.addr.clone());
-    match peer.call(RpcBody::ReadIndex, timeout).await? {
-        RpcResponse::ReadIndex(result) => Ok(result),
-        other => Err(TransportError::UnexpectedResponse {
-            target: target_id,
-            expected: "ReadIndex",
-            got: other.name(),
-        }),
-    }
 }
 
 /// Hands an operator's request to another node (the leader, or the node that is to lead)

@@ -188,9 +188,18 @@ impl IncidentRecord {
             severity: inc.severity,
             start_ms,
             opened_at_ms: inc.opened_at_ms,
-            closed_at_ms: inc
-                .closed_at_ms
-                .or(inc.closed_index.map(|_| inc.opened_at_ms)),
+            // Closed without closing evidence (its check was removed): the leader's time of
+            // the closing entry.
+            closed_at_ms: inc.closed_at_ms.or_else(|| {
+                inc.closed_index?;
+                inc.timeline
+                    .iter()
+                    .rev()
+                    .find(|e| matches!(e.event, consentry_cluster::model::Event::Closed { .. }))
+                    .map_or(Some(inc.opened_at_ms), |e| {
+                        Some(e.at_ms.max(inc.opened_at_ms))
+                    })
+            }),
             time_to_detect_ms: inc.time_to_detect_ms,
             sites: inc.opened_by.iter().map(|e| e.site.clone()).collect(),
             unconfirmed: inc.unconfirmed.is_some(),
@@ -646,7 +655,8 @@ impl History {
 
     /// Raw results of `check` observed in `[from_ms, to_ms)`, oldest first, at most
     /// `limit`; the second value says whether more were left out (by the limit, or by
-    /// `RAW_PER_MINUTE_MAX`).
+    /// `RAW_PER_MINUTE_MAX`). Only the last `raw_days + 1` days before `to_ms` are read
+    /// (one key per minute): older raw rows do not outlive retention.
     ///
     /// # Errors
     /// When sled fails or a row is corrupt.
@@ -662,7 +672,10 @@ impl History {
         if to_ms <= from_ms {
             return Ok((out, more));
         }
-        for minute in from_ms / MINUTE_MS..=(to_ms - 1) / MINUTE_MS {
+        let last = (to_ms - 1) / MINUTE_MS;
+        let span = (self.retention.raw_days + 1).saturating_mul(DAY_MS / MINUTE_MS);
+        let first = (from_ms / MINUTE_MS).max(last.saturating_sub(span));
+        for minute in first..=last {
             let Some(v) = self.tree.get(key(TIER_RAW, minute, check))? else {
                 continue;
             };

@@ -249,6 +249,8 @@ fn raw_results_series_and_retention() {
     assert!(!more);
     assert_eq!(rows.len(), 6);
     assert!(rows.iter().all(|r| r.status == Status::Critical));
+    // A period from the epoch reads only the retained days (one key per minute).
+    assert_eq!(h.raw("web", 0, at(102), 1000).unwrap().0.len(), 102 * 3);
     let (rows, more) = h.raw("web", T0, T0 + DAY_MS, 10).unwrap();
     assert_eq!((rows.len(), more), (10, true));
     let series = h.series("web", at(0), at(60), MINUTE_MS).unwrap();
@@ -289,4 +291,36 @@ fn a_gap_moves_the_cursor_and_is_reported() {
     drop(h);
     let h = History::open(&dir.path().join("h"), Retention::default()).unwrap();
     assert_eq!(h.meta().unwrap().cursor, 40);
+}
+
+#[test]
+fn an_incident_closed_by_removing_its_check_ends_when_it_was_removed() {
+    let mut s = Scripted::new();
+    for m in 0..=105 {
+        s.minute(m);
+    }
+    let open = s.st.checks["web"]
+        .open_incident
+        .expect("the outage opened an incident");
+    let mut other = CheckSpec::for_test("other");
+    other.interval_ms = 60_000;
+    s.cmd(Command::ApplyCatalog(Catalog {
+        checks: vec![other],
+        notifiers: Vec::new(),
+        operator_notify: Vec::new(),
+        runbooks: Vec::new(),
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let h = History::open(&dir.path().join("h"), Retention::default()).unwrap();
+    h.sync_state(super::store::StateCopy::take(&s.st, 0))
+        .unwrap();
+    let rec = h
+        .incidents(T0, T0 + DAY_MS)
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == open)
+        .unwrap();
+    assert_eq!(rec.start_ms, at(100));
+    // The leader's time at the removal: the last tick, 30 s into minute 105.
+    assert_eq!(rec.closed_at_ms, Some(at(105) + 30_000));
 }
