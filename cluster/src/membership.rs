@@ -3,10 +3,11 @@
 //!
 //! The leader runs the first three (openraft's `add_learner` and `change_membership`); any
 //! node forwards them to it over the cluster transport ([`crate::transport::RpcBody::Admin`]).
-//! openraft 0.9 has no leadership transfer. The leader waits until the new leader has every
-//! entry it has, then asks it to stand for election ([`openraft::Raft::trigger`]). A leader
-//! grants a vote to a candidate whose log is as long as its own, and with three voters that
-//! is a majority (see docs/operations.md for larger clusters).
+//! openraft 0.9 has no leadership transfer. The leader holds new writes, waits until the new
+//! leader has every entry it has, then asks it to stand for election
+//! ([`openraft::Raft::trigger`]; the node side is `consentry_node::writer`). A leader grants
+//! a vote to a candidate whose log is as long as its own, and with three voters that is a
+//! majority (see docs/operations.md for larger clusters).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::types::{ClusterNode, NodeId, Raft};
 pub const LEARNER_CATCH_UP_MS: u64 = 20_000;
 /// How long a node standing for election waits to be seen as leader.
 pub const TAKE_LEADERSHIP_MS: u64 = 3_000;
-/// How long the leader waits for the new leader to have every entry it has.
+/// How long the leader waits for the new leader to come within a few entries of its log.
 pub const TRANSFER_CATCH_UP_MS: u64 = 5_000;
 /// A learner further behind than this many log entries is not promoted.
 pub const PROMOTE_LAG_MAX: u64 = 200;

@@ -256,8 +256,9 @@ enum ClusterCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Hand leadership to a voter: the leader waits until it has every entry, then it
-    /// stands for election and the leader grants its vote (openraft 0.9 has no transfer).
+    /// Hand leadership to a voter: the leader holds new writes (at most 2 s) until it has
+    /// every entry, then it stands for election and the leader grants its vote (openraft
+    /// 0.9 has no transfer).
     TransferLeader {
         id: u64,
         #[command(flatten)]

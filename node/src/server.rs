@@ -424,7 +424,13 @@ where
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let span = tracing::Span::current();
-    let writer = Writer::new(raft.clone(), dialer.clone(), node_id);
+    let writer = Writer::new(raft.clone(), dialer.clone(), node_id, clock.clone());
+    tasks.spawn(
+        writer
+            .clone()
+            .track_leadership(cancel.clone())
+            .instrument(span.clone()),
+    );
     let rpc = crate::writer::NodeRpc {
         raft: raft.clone(),
         writer: writer.clone(),

@@ -1,5 +1,6 @@
 //! Client writes from any node reach the leader.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use consentry_cluster::command::{Command, CommandResponse};
@@ -7,7 +8,10 @@ use consentry_cluster::membership::{self, AdminError, AdminRequest};
 use consentry_cluster::types::ClusterNode;
 use consentry_cluster::types::Raft;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::error::WriteError;
 
 /// Attempts before a write gives up (each waits `WRITE_BACKOFF_MS * attempt`).
@@ -19,26 +23,89 @@ pub const FORWARD_TIMEOUT_MS: u64 = 5_000;
 pub const ADMIN_FORWARD_TIMEOUT_MS: u64 =
     consentry_cluster::membership::LEARNER_CATCH_UP_MS + 5_000;
 
+/// How long a leader holds new writes while it hands over: long enough for the
+/// successor to win its election, well inside a forwarded write's timeout.
+pub const TRANSFER_PAUSE_MAX_MS: u64 = 2_000;
+/// How far behind (in entries) the successor may be when the leader starts holding writes;
+/// the rest it receives while they are held.
+pub const TRANSFER_PAUSE_LAG_MAX: u64 = 64;
+
 /// A cloneable handle that writes commands through raft from any node.
 #[derive(Clone)]
 pub struct Writer {
     raft: Raft,
     dialer: consentry_cluster::transport::Dialer,
-    forwarder: std::sync::Arc<consentry_cluster::transport::Forwarder>,
+    forwarder: Arc<consentry_cluster::transport::Forwarder>,
     self_id: u64,
+    clock: Arc<dyn Clock>,
+    /// Every write this node proposes holds it shared; a leadership transfer holds it
+    /// exclusively, so the leader's log stops growing while the successor catches up.
+    proposals: Arc<tokio::sync::RwLock<()>>,
+    /// `(term, monotonic ms)` when this node was first seen leading in `term`.
+    leading_since: Arc<std::sync::Mutex<Option<(u64, u64)>>>,
 }
 
 impl Writer {
-    pub fn new(raft: Raft, dialer: consentry_cluster::transport::Dialer, self_id: u64) -> Self {
+    pub fn new(
+        raft: Raft,
+        dialer: consentry_cluster::transport::Dialer,
+        self_id: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            forwarder: std::sync::Arc::new(consentry_cluster::transport::Forwarder::new(
+            forwarder: Arc::new(consentry_cluster::transport::Forwarder::new(
                 dialer.clone(),
                 self_id,
             )),
             raft,
             dialer,
             self_id,
+            clock,
+            proposals: Arc::new(tokio::sync::RwLock::new(())),
+            leading_since: Arc::new(std::sync::Mutex::new(None)),
         }
+    }
+
+    /// Records when this node starts leading each term, until `cancel`. A leader refuses
+    /// votes for one election timeout after it took over (openraft's leader lease), so a
+    /// transfer waits that long.
+    pub async fn track_leadership(self, cancel: CancellationToken) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                let leading = (m.state == ServerState::Leader).then_some(m.current_term);
+                let mut since = self
+                    .leading_since
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match leading {
+                    Some(term) if since.is_none_or(|(t, _)| t != term) => {
+                        *since = Some((term, self.clock.monotonic_ms()));
+                    }
+                    Some(_) => {}
+                    None => *since = None,
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Proposes `cmd` to this node's raft, unless a leadership transfer holds proposals
+    /// (then it waits for the transfer, at most [`TRANSFER_PAUSE_MAX_MS`]). A forwarded
+    /// write from a follower lands here too.
+    pub async fn propose(
+        &self,
+        cmd: Command,
+    ) -> Result<
+        openraft::raft::ClientWriteResponse<consentry_cluster::types::TypeConfig>,
+        RaftError<u64, ClientWriteError<u64, ClusterNode>>,
+    > {
+        let _open = self.proposals.read().await;
+        self.raft.client_write(cmd).await
     }
 
     /// Asks leader `leader` for the read index of a consistent read, over the connection
@@ -76,7 +143,7 @@ impl Writer {
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, WriteError> {
         let mut last = WriteError::NoLeader;
         for attempt in 1..=WRITE_ATTEMPTS_MAX {
-            match self.raft.client_write(cmd.clone()).await {
+            match self.propose(cmd.clone()).await {
                 Ok(resp) => return settle(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                     if let (Some(leader), Some(node)) = (fwd.leader_id, fwd.leader_node) {
@@ -184,9 +251,12 @@ impl Writer {
         }
     }
 
-    /// On the leader: waits until voter `to` has every entry this leader has, then asks it
-    /// to stand for election. The leader grants its vote to a candidate whose log is as long
-    /// as its own, so the hand-over is taken in the moment the two logs are equal.
+    /// On the leader: hands leadership to voter `to`. openraft 0.9 has no transfer, so the
+    /// leader makes the election one that `to` wins: it waits until its own leader lease
+    /// is over (it refuses votes before that), holds new proposals so its log stops
+    /// growing, waits until `to` has every entry, and asks `to` to stand. A leader grants
+    /// its vote to a candidate whose log is as long as its own; with three voters that and
+    /// the candidate's own vote are a majority.
     async fn transfer_leader(&self, to: u64) -> Result<String, AdminError> {
         membership::leader_only(&self.raft)?;
         if to == self.self_id {
@@ -203,25 +273,88 @@ impl Writer {
             .get_node(&to)
             .cloned()
             .ok_or_else(|| AdminError::Refused(format!("node {to} is not a member")))?;
+        self.catch_up(to, TRANSFER_PAUSE_LAG_MAX, membership::TRANSFER_CATCH_UP_MS)
+            .await?;
+        self.wait_out_lease(metrics.current_term).await?;
+
+        let held = tokio::time::timeout(
+            Duration::from_millis(TRANSFER_PAUSE_MAX_MS),
+            self.proposals.write(),
+        )
+        .await
+        .map_err(|_| {
+            AdminError::Refused(format!(
+                "writes in flight did not commit within {} s; nothing was changed",
+                TRANSFER_PAUSE_MAX_MS / 1_000
+            ))
+        })?;
+        // The successor gets the last entries while nothing new is proposed.
+        if let Err(e) = self.catch_up(to, 0, TRANSFER_PAUSE_MAX_MS / 4).await {
+            drop(held);
+            return Err(e);
+        }
+        // Proposals stay held until this node stops leading, the successor answers, or the
+        // cap; writes waiting behind them then go on to whichever node leads.
+        let mut ask = Box::pin(self.forward_admin(to, &node, AdminRequest::TakeLeadership));
+        let stepped_down = async {
+            let wait = self.raft.wait(None);
+            wait.metrics(|m| m.state != ServerState::Leader, "this node stepped down")
+                .await
+        };
+        let early = tokio::time::timeout(
+            Duration::from_millis(TRANSFER_PAUSE_MAX_MS * 3 / 4),
+            async {
+                tokio::select! {
+                    answer = &mut ask => Some(answer),
+                    _ = stepped_down => None,
+                }
+            },
+        )
+        .await;
+        drop(held);
+        match early {
+            Ok(Some(answer)) => answer,
+            _ => ask.await,
+        }
+    }
+
+    /// Waits until voter `to` is at most `lag_max` entries behind this leader.
+    async fn catch_up(&self, to: u64, lag_max: u64, wait_ms: u64) -> Result<(), AdminError> {
         let caught_up = self
             .raft
-            .wait(Some(Duration::from_millis(
-                membership::TRANSFER_CATCH_UP_MS,
-            )))
+            .wait(Some(Duration::from_millis(wait_ms)))
             .metrics(
-                |m| membership::lag_of(m, to) == Some(0),
-                "the new leader has every entry",
+                |m| membership::lag_of(m, to).is_some_and(|lag| lag <= lag_max),
+                "the new leader has the entries",
             )
             .await;
-        if caught_up.is_err() {
-            return Err(AdminError::Refused(format!(
-                "node {to} did not catch up with the leader within {} s ({} entries behind)",
-                membership::TRANSFER_CATCH_UP_MS / 1_000,
+        caught_up.map(|_| ()).map_err(|_| {
+            AdminError::Refused(format!(
+                "node {to} did not catch up with the leader within {:.1} s ({} entries \
+                 behind); nothing was changed",
+                wait_ms as f64 / 1_000.0,
                 membership::lag(&self.raft, to).map_or("?".into(), |l| l.to_string())
-            )));
+            ))
+        })
+    }
+
+    /// Sleeps until this node has led `term` for longer than the leader lease (one
+    /// maximum election timeout), with a margin for when the lease was taken.
+    async fn wait_out_lease(&self, term: u64) -> Result<(), AdminError> {
+        let since = *self
+            .leading_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lease = crate::server::ELECTION_TIMEOUT_MS_MAX + crate::server::HEARTBEAT_MS;
+        let led_ms = match since {
+            Some((t, at)) if t == term => self.clock.monotonic_ms().saturating_sub(at),
+            // Not tracked yet (the tracker runs on the metrics this call just read).
+            _ => 0,
+        };
+        if led_ms < lease {
+            tokio::time::sleep(Duration::from_millis(lease - led_ms)).await;
         }
-        self.forward_admin(to, &node, AdminRequest::TakeLeadership)
-            .await
+        membership::leader_only(&self.raft)
     }
 }
 
@@ -267,7 +400,7 @@ impl consentry_cluster::transport::RpcHandler for NodeRpc {
         openraft::raft::ClientWriteResponse<consentry_cluster::types::TypeConfig>,
         RaftError<u64, ClientWriteError<u64, ClusterNode>>,
     > {
-        self.raft.client_write(command).await
+        self.writer.propose(command).await
     }
 
     async fn admin(&self, request: AdminRequest) -> membership::AdminResult {

@@ -205,6 +205,24 @@ fn a_node_joins_from_a_snapshot_is_promoted_and_an_old_voter_leaves() {
     let formed = world.wait_formed(FORM_TIMEOUT);
     assert_eq!(formed.node_id, to, "the leader after the hand-over");
 
+    info!("hand it straight back: the new leader first waits out its leader lease");
+    let back = world
+        .operator_cli(to, &["cluster", "transfer-leader", &leader.to_string()])
+        .expect_success();
+    assert!(
+        back.stdout
+            .contains(&format!("node {leader} is the leader")),
+        "{}",
+        back.describe()
+    );
+    assert_eq!(world.wait_formed(FORM_TIMEOUT).node_id, leader);
+    let again = world
+        .operator_cli(leader, &["cluster", "transfer-leader", &to.to_string()])
+        .expect_success();
+    assert!(again.stdout.contains(&format!("node {to} is the leader")));
+    let formed = world.wait_formed(FORM_TIMEOUT);
+    assert_eq!(formed.node_id, to, "the leader after three hand-overs");
+
     info!("cluster status shows every member from the leader's view, reachable");
     let table = world
         .operator_cli(1, &["cluster", "status"])
