@@ -11,10 +11,12 @@ use crate::model::{
 use crate::rule::TICK_MS;
 use crate::state::{AgentState, ClusterState};
 
-/// Settled recovery steps kept (active ones are always kept).
-pub const DONE_RECOVERIES_MAX: usize = 10_000;
-/// How long after its timeout an agent step may stay unanswered before it fails: time for the
-/// agent to poll, fail over to another node and report.
+/// Settled recovery steps kept (active ones are always kept). Each keeps its attempts'
+/// bounded outcomes, which the incident's timeline has too: this bounds the replicated state.
+pub const DONE_RECOVERIES_MAX: usize = 1_000;
+/// How long after its timeout a dispatched step may stay unanswered before the cluster settles
+/// it: time for the agent (or the leader that runs an exec or webhook step) to poll, fail over
+/// to another node and report.
 pub const AGENT_ANSWER_GRACE_MS: u64 = 30_000;
 /// Wait before a failed attempt is retried.
 pub const STEP_RETRY_MS: u64 = 5_000;
@@ -44,7 +46,10 @@ impl ClusterState {
             return CommandResponse::Ok; // Sent again after a lost answer: applied already.
         }
         let previous = if st.run == report.run { st.seq } else { 0 };
-        st.gaps += report.seq.saturating_sub(previous + 1);
+        // The agent chooses `seq`: saturate rather than overflow.
+        st.gaps = st
+            .gaps
+            .saturating_add(report.seq.saturating_sub(previous + 1));
         *st = AgentState {
             run: report.run,
             seq: report.seq,
@@ -99,11 +104,8 @@ impl ClusterState {
         if !inc.is_open() {
             return CommandResponse::Rejected(format!("incident {} is closed", inc.id));
         }
-        if let Some(silence) = inc.silenced_by {
-            return CommandResponse::Rejected(format!("held by silence {silence}"));
-        }
-        if let Some(parent) = &inc.parent_hold {
-            return CommandResponse::Rejected(format!("held by the incident of {parent}"));
+        if let Some(hold) = inc.hold() {
+            return CommandResponse::Rejected(format!("held by {hold}"));
         }
         let expected = match (&intent.state, &intent.dispatch) {
             (StepState::Pending, _) => intent.outcomes.len() as u32 + 1,
@@ -225,41 +227,28 @@ impl ClusterState {
     }
 
     /// At every tick: moves each open incident's runbook along (see the module docs), and
-    /// fails agent steps that were never answered.
+    /// settles dispatched steps that were never answered.
     pub(crate) fn schedule_recovery(&mut self, index: u64) {
         if self.runs.is_empty() && self.recoveries.values().all(|r| !r.is_active()) {
             return;
         }
         let (tick, at_ms) = (self.tick, self.wall_ms);
-        // Agent steps nobody answered.
-        let unanswered: Vec<(u64, String)> = self
+        // Dispatched steps nobody answered, of every kind.
+        let unanswered: Vec<(u64, ActionOutcome)> = self
             .recoveries
             .values()
-            .filter_map(|r| match (&r.state, &r.dispatch, &r.spec.action) {
-                (StepState::Dispatched, Some(d), StepAction::Agent { agent, .. })
+            .filter_map(|r| match (&r.state, &r.dispatch) {
+                (StepState::Dispatched, Some(d))
                     if tick >= d.tick + ticks(r.spec.timeout_ms + AGENT_ANSWER_GRACE_MS) =>
                 {
-                    Some((r.id, agent.clone()))
+                    let secs = ticks(r.spec.timeout_ms + AGENT_ANSWER_GRACE_MS) * TICK_MS / 1000;
+                    Some((r.id, unanswered_outcome(&r.spec.action, d.leader_id, secs)))
                 }
                 _ => None,
             })
             .collect();
-        for (id, agent) in unanswered {
-            let why = format!(
-                "agent {agent} did not answer within {} s (is it connected?)",
-                ticks(self.recoveries[&id].spec.timeout_ms + AGENT_ANSWER_GRACE_MS) * TICK_MS
-                    / 1000
-            );
-            self.settle(
-                index,
-                id,
-                "cluster",
-                &ActionOutcome::Failed {
-                    error: why,
-                    output: String::new(),
-                    duration_ms: 0,
-                },
-            );
+        for (id, outcome) in unanswered {
+            self.settle(index, id, "cluster", &outcome);
         }
         let ids: Vec<u64> = self.runs.keys().copied().collect();
         for incident_id in ids {
@@ -296,17 +285,8 @@ impl ClusterState {
                 }
             }
             if run.next_step > 0 && !run.finished {
-                if let Some(inc) = self.incidents.get_mut(&incident_id) {
-                    inc.record(
-                        index,
-                        at_ms,
-                        Event::RecoveryFinished {
-                            runbook: run.runbook.clone(),
-                            ok: true,
-                            note: format!("the check recovered after step {}", run.next_step),
-                        },
-                    );
-                }
+                let note = format!("the check recovered after step {}", run.next_step);
+                self.record_finished(index, at_ms, incident_id, &run.runbook, true, note);
             }
             self.runs.remove(&incident_id);
             return;
@@ -336,6 +316,12 @@ impl ClusterState {
         let Some(inc) = self.incidents.get(&incident_id) else {
             return;
         };
+        // While held nothing runs and nothing escalates: the run stays unfinished, so it
+        // finishes (and pages) once the hold ends.
+        if inc.is_held() {
+            self.runs.insert(incident_id, run);
+            return;
+        }
         let steps = self
             .catalog
             .runbooks
@@ -355,8 +341,7 @@ impl ClusterState {
             );
             return;
         };
-        let held = inc.silenced_by.is_some() || inc.parent_hold.is_some();
-        if held || tick < inc.opened_tick + ticks(step.after_ms) {
+        if tick < inc.opened_tick + ticks(step.after_ms) {
             self.runs.insert(incident_id, run);
             return;
         }
@@ -395,6 +380,7 @@ impl ClusterState {
     }
 
     /// Ends a runbook that did not bring the check back: escalates to the check's notifiers.
+    /// Never called while the incident is held (see `advance_run`).
     fn finish(
         &mut self,
         index: u64,
@@ -412,32 +398,40 @@ impl ClusterState {
             .check(&check)
             .map(|c| c.notify.clone())
             .unwrap_or_default();
-        let held = inc.silenced_by.is_some() || inc.parent_hold.is_some();
         let kind = IntentKind::RecoveryFailed {
             runbook: run.runbook.clone(),
             steps: run.next_step,
         };
-        let notifiers = if held {
-            Vec::new()
-        } else {
-            self.emit(
-                index,
-                &notify,
-                &check,
-                incident_id,
-                kind,
-                Transition::Firing,
-            )
-        };
-        let at_ms = self.wall_ms;
+        let notifiers = self.emit(
+            index,
+            &notify,
+            &check,
+            incident_id,
+            kind,
+            Transition::Firing,
+        );
+        let note = format!("{why}; escalating to {}", list_or_none(&notifiers));
+        self.record_finished(index, self.wall_ms, incident_id, &run.runbook, false, note);
+    }
+
+    /// Records on the incident's timeline that its runbook ended.
+    fn record_finished(
+        &mut self,
+        index: u64,
+        at_ms: u64,
+        incident_id: u64,
+        runbook: &str,
+        ok: bool,
+        note: String,
+    ) {
         if let Some(inc) = self.incidents.get_mut(&incident_id) {
             inc.record(
                 index,
                 at_ms,
                 Event::RecoveryFinished {
-                    runbook: run.runbook.clone(),
-                    ok: false,
-                    note: format!("{why}; escalating to {}", list_or_none(&notifiers)),
+                    runbook: runbook.to_string(),
+                    ok,
+                    note,
                 },
             );
         }
@@ -468,19 +462,26 @@ impl ClusterState {
                 _ => false,
             })
             .filter(|r| {
-                self.incidents.get(&r.incident_id).is_some_and(|i| {
-                    i.is_open() && i.silenced_by.is_none() && i.parent_hold.is_none()
-                })
+                self.incidents
+                    .get(&r.incident_id)
+                    .is_some_and(|i| i.is_open() && !i.is_held())
             })
             .collect()
     }
 
-    /// What agent `agent` is asked to run: its dispatched steps without an outcome, oldest
-    /// token first (an agent refuses a token older than one it has seen).
+    /// What agent `agent` is asked to run: its dispatched steps without an outcome whose
+    /// incident is still open, oldest token first (an agent refuses a token older than one it
+    /// has seen). Once the incident closes a step is no longer handed out; an agent already
+    /// running it still reports its outcome, and that is still accepted.
     pub fn agent_dispatches(&self, agent: &str) -> Vec<AgentDispatch> {
         let mut out: Vec<AgentDispatch> = self
             .recoveries
             .values()
+            .filter(|r| {
+                self.incidents
+                    .get(&r.incident_id)
+                    .is_some_and(|i| i.is_open())
+            })
             .filter_map(|r| match (&r.state, &r.dispatch, &r.spec.action) {
                 (StepState::Dispatched, Some(d), StepAction::Agent { agent: a, action })
                     if a == agent =>
@@ -500,6 +501,27 @@ impl ClusterState {
             .collect();
         out.sort_by_key(|d| d.token);
         out
+    }
+}
+
+/// How the cluster settles a dispatched step nobody answered within its timeout plus
+/// [`AGENT_ANSWER_GRACE_MS`] (`secs` in all). An agent step fails, and is retried while it
+/// has attempts left (docs/recovery.md: the agent may be down). An exec or webhook step may
+/// have run on the leader that dispatched it, so it is interrupted: never run again, and
+/// verification decides what comes next.
+fn unanswered_outcome(action: &StepAction, leader_id: u64, secs: u64) -> ActionOutcome {
+    match action {
+        StepAction::Agent { agent, .. } => ActionOutcome::Failed {
+            error: format!("agent {agent} did not answer within {secs} s (is it connected?)"),
+            output: String::new(),
+            duration_ms: 0,
+        },
+        StepAction::Exec { .. } | StepAction::Webhook { .. } => ActionOutcome::Interrupted {
+            reason: format!(
+                "leader {leader_id} dispatched it and reported no outcome within {secs} s; \
+                 not run again"
+            ),
+        },
     }
 }
 

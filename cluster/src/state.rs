@@ -2778,6 +2778,233 @@ mod tests {
             );
         }
 
+        /// `web` runs a one-step runbook whose step is `action` (1 s after the incident opens,
+        /// 3 attempts, verify `verify_s`), then a second agent step.
+        fn world_with(action: StepAction, verify_s: u64) -> World {
+            let mut w = World::new();
+            let mut catalog = w.st.catalog.clone();
+            catalog.checks[0].recovery = Some("rb".into());
+            let mut first = step("first", 1, 3, verify_s);
+            first.action = action;
+            catalog.runbooks = vec![RunbookSpec {
+                name: "rb".into(),
+                steps: vec![first, step("second", 0, 1, 0)],
+            }];
+            assert_eq!(w.cmd(Command::ApplyCatalog(catalog)), CommandResponse::Ok);
+            w
+        }
+
+        /// The first due step, dispatched in term 1.
+        fn dispatched_first(w: &mut World) -> u64 {
+            outage(w);
+            for _ in 0..3 {
+                if !w.st.recoveries.is_empty() {
+                    break;
+                }
+                w.round(C, C);
+            }
+            let id = *w.st.recoveries.keys().next().expect("step 1 is due");
+            assert_eq!(dispatch(w, 1, id, 1), CommandResponse::Created(id));
+            id
+        }
+
+        #[test]
+        fn unanswered_exec_and_webhook_steps_are_interrupted_never_rerun() {
+            let actions = [
+                StepAction::Exec {
+                    argv: vec!["/usr/local/bin/ipmi-reset".into(), "web1".into()],
+                },
+                StepAction::Webhook {
+                    url: "https://ops.example/hook".into(),
+                },
+            ];
+            for (action, verify_s) in actions.into_iter().flat_map(|a| [(a.clone(), 0), (a, 3)]) {
+                let kind = action.kind();
+                let mut w = world_with(action, verify_s);
+                let id = dispatched_first(&mut w);
+                for _ in 0..(10 + crate::recovery::AGENT_ANSWER_GRACE_MS / 1000) {
+                    w.round(C, C);
+                }
+                let r = &w.st.recoveries[&id];
+                assert_ne!(r.state, StepState::Dispatched, "{kind}: settled");
+                assert_ne!(r.state, StepState::Pending, "{kind}: never run again");
+                assert_eq!(r.outcomes.len(), 1, "{kind}");
+                assert!(
+                    matches!(&r.outcomes[0], ActionOutcome::Interrupted { reason } if reason.contains("not run again")),
+                    "{kind}: {:?}",
+                    r.outcomes[0]
+                );
+                assert!(!due(&w, 1).contains(&id), "{kind}");
+                assert!(!due(&w, 2).contains(&id), "{kind}: nor by a new leader");
+                assert_eq!(
+                    dispatch(&mut w, 2, id, 2),
+                    CommandResponse::Rejected(format!("recovery step {id} is settled")),
+                    "{kind}"
+                );
+                // Verification (if any) ends with the check still down: the runbook moves on.
+                for _ in 0..5 {
+                    w.round(C, C);
+                }
+                assert!(
+                    matches!(w.st.recoveries[&id].state, StepState::Done { .. }),
+                    "{kind}"
+                );
+                assert!(
+                    w.st.recoveries.values().any(|r| r.spec.name == "second"),
+                    "{kind}: the next step became due"
+                );
+            }
+        }
+
+        #[test]
+        fn escalation_waits_for_a_silence_to_end() {
+            let mut w = world();
+            let incident = outage(&mut w);
+            w.round(C, C);
+            w.round(C, C);
+            let restart = *w.st.recoveries.keys().next().unwrap();
+            dispatch(&mut w, 1, restart, 1);
+            let t = w.st.agent_dispatches("web1")[0].token;
+            let refused = ActionOutcome::Refused {
+                reason: "no such action".into(),
+            };
+            w.cmd(outcome(restart, 1, t, refused.clone()));
+            w.round(C, C);
+            let reboot = *w.st.recoveries.keys().last().unwrap();
+            assert_ne!(reboot, restart);
+            dispatch(&mut w, 1, reboot, 1);
+            let t = w.st.agent_dispatches("web1")[0].token;
+            // A silence starts while the last step runs; then the step fails.
+            let start = w.wall_ms;
+            let resp = w.cmd(Command::AddSilence(crate::model::SilenceSpec {
+                matcher: crate::model::Matcher::Name("web".into()),
+                start_ms: start,
+                end_ms: start + 3_600_000,
+                reason: "maintenance".into(),
+            }));
+            let CommandResponse::Created(silence) = resp else {
+                panic!("{resp:?}")
+            };
+            w.round(C, C);
+            assert!(w.st.incidents[&incident].is_held(), "silenced");
+            w.cmd(outcome(reboot, 1, t, refused));
+            for _ in 0..3 {
+                w.round(C, C);
+            }
+            let escalations = |w: &World| {
+                w.st.intents
+                    .values()
+                    .filter(|i| matches!(i.kind, IntentKind::RecoveryFailed { .. }))
+                    .count()
+            };
+            assert_eq!(escalations(&w), 0, "no page during the silence");
+            assert!(!w.st.runs[&incident].finished, "not finished while held");
+            w.cmd(Command::RemoveSilence { id: silence });
+            w.round(C, C);
+            w.round(C, C);
+            assert!(!w.st.incidents[&incident].is_held());
+            assert_eq!(escalations(&w), 1, "paged once the silence ended");
+            assert!(w.st.runs[&incident].finished);
+            let finished: Vec<_> = w.st.incidents[&incident]
+                .timeline
+                .iter()
+                .filter(|e| matches!(&e.event, Event::RecoveryFinished { ok: false, note, .. } if note.contains("ops")))
+                .collect();
+            assert_eq!(finished.len(), 1, "finished once, escalating to ops");
+        }
+
+        #[test]
+        fn a_huge_agent_sequence_number_saturates_the_gap_count() {
+            let mut check = CheckSpec::for_test("web1-disk");
+            check.probe = ProbeSpec::Agent(AgentSpec {
+                agent: "web1".into(),
+                metric: AgentMetric::Disk { mount: "/".into() },
+                warn_milli: Some(81_000),
+                crit_milli: Some(91_000),
+            });
+            let mut w = World::with_checks(vec![check]);
+            let report = |run: u64, seq: u64| Command::AgentReport {
+                agent: "web1".into(),
+                node_id: 3,
+                report: HostReport {
+                    run,
+                    seq,
+                    ..HostReport::default()
+                },
+            };
+            assert_eq!(w.cmd(report(7, 1)), CommandResponse::Ok);
+            assert_eq!(w.cmd(report(7, u64::MAX)), CommandResponse::Ok);
+            assert_eq!(w.st.agents["web1"].gaps, u64::MAX - 2);
+            assert_eq!(w.cmd(report(8, u64::MAX)), CommandResponse::Ok);
+            assert_eq!(w.st.agents["web1"].gaps, u64::MAX);
+            assert_eq!(w.st.agents["web1"].reports, 3);
+        }
+
+        #[test]
+        fn a_closed_incident_hands_out_no_step_but_takes_its_outcome() {
+            let mut w = world();
+            let incident = outage(&mut w);
+            w.round(C, C);
+            w.round(C, C);
+            let id = *w.st.recoveries.keys().next().unwrap();
+            dispatch(&mut w, 1, id, 1);
+            let t = w.st.agent_dispatches("web1")[0].token;
+            for _ in 0..3 {
+                w.round(O, O);
+            }
+            assert!(!w.st.incidents[&incident].is_open());
+            assert_eq!(w.st.recoveries[&id].state, StepState::Dispatched);
+            assert!(
+                w.st.agent_dispatches("web1").is_empty(),
+                "the incident closed: nothing to run"
+            );
+            // An agent that was already running it still reports, and that is accepted.
+            w.cmd(outcome(id, 1, t, ok()));
+            assert!(
+                matches!(
+                    &w.st.recoveries[&id].state,
+                    StepState::Done { ok: true, .. }
+                ),
+                "{:?}",
+                w.st.recoveries[&id].state
+            );
+            assert_eq!(w.st.recoveries[&id].outcomes, vec![ok()]);
+        }
+
+        #[test]
+        fn settled_steps_kept_are_bounded() {
+            let max = crate::recovery::DONE_RECOVERIES_MAX;
+            assert!(
+                max <= 1_000,
+                "each keeps up to 10 outcomes: bound the state"
+            );
+            let mut w = world();
+            outage(&mut w);
+            w.round(C, C);
+            w.round(C, C);
+            let id = *w.st.recoveries.keys().next().unwrap();
+            let template = w.st.recoveries[&id].clone();
+            for n in 0..=max as u64 {
+                let mut r = template.clone();
+                r.id = 1_000_000 + n;
+                r.state = StepState::Done {
+                    ok: false,
+                    note: "old".into(),
+                };
+                w.st.recoveries.insert(r.id, r);
+            }
+            dispatch(&mut w, 1, id, 1);
+            let t = w.st.agent_dispatches("web1")[0].token;
+            w.cmd(outcome(id, 1, t, ok()));
+            let done = w.st.recoveries.values().filter(|r| r.is_done()).count();
+            assert_eq!(done, max);
+            assert!(w.st.recoveries.contains_key(&id), "the active one is kept");
+            assert!(
+                !w.st.recoveries.contains_key(&1_000_000),
+                "the oldest settled goes first"
+            );
+        }
+
         #[test]
         fn agent_reports_are_judged_deduplicated_and_counted() {
             let mut check = CheckSpec::for_test("web1-disk");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use consentry_cluster::command::Command;
+use consentry_cluster::command::{Command, CommandResponse};
 use consentry_cluster::model::{
     ActionOutcome, CheckSpec, Delivery, FencingToken, Incident, NotifierSpec, NotifyIntent,
     NotifyOutcome, RecoveryIntent, StepAction, StepOutcome, StepState,
@@ -422,21 +422,12 @@ impl Leader {
                     }
                     (StepState::Pending, _) => {
                         let attempt = u32::try_from(step.outcomes.len()).unwrap_or(u32::MAX) + 1;
-                        if !self.dispatch(id, attempt).await {
+                        let Some(token) = self.dispatch(id, attempt).await else {
                             continue;
-                        }
+                        };
                         if matches!(step.spec.action, StepAction::Agent { .. }) {
                             continue;
                         }
-                        let token = self.state.read(|s| {
-                            s.recoveries
-                                .get(&id)
-                                .and_then(|r| r.dispatch.as_ref())
-                                .map(|d| d.token)
-                        });
-                        let Some(token) = token else {
-                            continue;
-                        };
                         let me = self.clone();
                         running.spawn(id, async move {
                             let outcome = me.run_step(&step, attempt, token).await;
@@ -449,23 +440,31 @@ impl Leader {
         }
     }
 
-    /// Commits a dispatch; false when it was not committed (refused or no quorum).
-    async fn dispatch(&self, id: u64, attempt: u32) -> bool {
+    /// Commits a dispatch on this node's raft and returns its fencing token (the entry's
+    /// log id); `None` when it was not committed here (refused, no quorum, or this node no
+    /// longer leads). Never forwarded: a dispatch names this node as the one that runs the
+    /// step, so it must be this node's entry.
+    async fn dispatch(&self, id: u64, attempt: u32) -> Option<FencingToken> {
         let cmd = Command::Dispatch {
             intent_id: id,
             attempt,
             leader_id: self.self_id,
         };
-        match self.writer.write(cmd).await {
-            Ok(_) => {
-                info!(step = id, attempt, "recovery step dispatched");
-                true
-            }
-            Err(e) => {
-                warn!(step = id, attempt, error = %e, "committing a recovery dispatch failed");
-                false
-            }
-        }
+        let failed = match self.writer.propose(cmd).await {
+            Ok(resp) => match resp.data {
+                CommandResponse::Rejected(why) => why,
+                _ => {
+                    info!(step = id, attempt, "recovery step dispatched");
+                    return Some(FencingToken {
+                        term: resp.log_id.leader_id.term,
+                        index: resp.log_id.index,
+                    });
+                }
+            },
+            Err(e) => e.to_string(),
+        };
+        warn!(step = id, attempt, error = %failed, "committing a recovery dispatch failed");
+        None
     }
 
     /// Runs an `exec` or `webhook` step on this node.
@@ -484,21 +483,31 @@ impl Leader {
         ];
         match &step.spec.action {
             StepAction::Exec { argv } => {
-                let program = std::path::Path::new(&argv[0]);
-                if let Err(why) = crate::child_process::allowed_program(
-                    program,
+                let Some(program) = argv.first() else {
+                    return ActionOutcome::Refused {
+                        reason: "the step names no program to run".into(),
+                    };
+                };
+                // Run the path that was checked, not the name again (a symlink swapped in
+                // between would escape notify_exec_dirs).
+                let path = match crate::child_process::allowed_program(
+                    std::path::Path::new(program),
                     &self.exec_dirs,
                     "recovery program",
                     "notify_exec_dirs",
                 )
                 .await
                 {
-                    return ActionOutcome::Refused { reason: why };
-                }
-                crate::agent::action::run(argv, &env, step.spec.timeout_ms, &*self.clock).await
+                    Ok(path) => path,
+                    Err(why) => return ActionOutcome::Refused { reason: why },
+                };
+                let mut resolved = argv.clone();
+                resolved[0] = path.to_string_lossy().into_owned();
+                crate::agent::action::run(&resolved, &env, step.spec.timeout_ms, &*self.clock).await
             }
             StepAction::Webhook { url } => {
                 let started = self.clock.monotonic_ms();
+                let dedup_key = format!("recovery-{}-{attempt}", step.id);
                 let body = serde_json::json!({
                     "check": step.check,
                     "incident_id": step.incident_id,
@@ -506,32 +515,29 @@ impl Leader {
                     "step": step.spec.name,
                     "attempt": attempt,
                     "fencing_token": token.to_string(),
-                    "dedup_key": format!("recovery-{}-{attempt}", step.id),
+                    "dedup_key": dedup_key,
                 });
                 let Some(http) = &self.http else {
                     return ActionOutcome::Refused {
                         reason: "this node has no HTTP client".into(),
                     };
                 };
-                let sent = http
-                    .post(url)
-                    .timeout(Duration::from_millis(step.spec.timeout_ms))
-                    .json(&body)
-                    .send()
-                    .await;
+                let sent = notify::post_json_within(
+                    http,
+                    url,
+                    &dedup_key,
+                    body.to_string().into_bytes(),
+                    Duration::from_millis(step.spec.timeout_ms),
+                )
+                .await;
                 let duration_ms = self.clock.monotonic_ms().saturating_sub(started);
                 match sent {
-                    Ok(r) if r.status().is_success() => ActionOutcome::Succeeded {
-                        output: format!("HTTP {}", r.status().as_u16()),
+                    Ok(()) => ActionOutcome::Succeeded {
+                        output: format!("POST {url}: delivered"),
                         duration_ms,
                     },
-                    Ok(r) => ActionOutcome::Failed {
-                        error: format!("HTTP {}", r.status().as_u16()),
-                        output: String::new(),
-                        duration_ms,
-                    },
-                    Err(e) => ActionOutcome::Failed {
-                        error: e.to_string(),
+                    Err(error) => ActionOutcome::Failed {
+                        error,
                         output: String::new(),
                         duration_ms,
                     },

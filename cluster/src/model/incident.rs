@@ -212,6 +212,21 @@ impl Incident {
         self.closed_index.is_none()
     }
 
+    /// What holds it now, if anything: `silence N`, or `the incident of <parent>`. While held
+    /// its firing notifications wait and no recovery step runs or escalates.
+    pub fn hold(&self) -> Option<String> {
+        match (&self.silenced_by, &self.parent_hold) {
+            (Some(silence), _) => Some(format!("silence {silence}")),
+            (None, Some(parent)) => Some(format!("the incident of {parent}")),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether a silence or a parent's open incident holds it now (see [`Self::hold`]).
+    pub fn is_held(&self) -> bool {
+        self.silenced_by.is_some() || self.parent_hold.is_some()
+    }
+
     /// Appends to the timeline, dropping the oldest event after the opening when full.
     pub fn record(&mut self, index: u64, at_ms: u64, event: Event) {
         if self.timeline.len() >= TIMELINE_EVENTS_MAX {

@@ -204,7 +204,7 @@ pub enum StepState {
     Pending,
     /// `dispatch` is out; waiting for its outcome.
     Dispatched,
-    /// The action succeeded; until `verify_until_tick` the check may recover.
+    /// The action succeeded (or was interrupted); until `until_tick` the check may recover.
     Verifying { until_tick: u64 },
     /// Settled: the incident recovered after it, or it failed (all attempts), or the
     /// incident closed first, or verification ended with the check still down.
@@ -214,7 +214,8 @@ pub enum StepState {
 /// One step of a runbook run for one incident: created when it becomes due.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoveryIntent {
-    /// Stable id: identical on every replica (log index * 256 + ordinal within the entry).
+    /// Stable id: identical on every replica (a counter in the state, 1, 2, 3, ...; never
+    /// reused).
     pub id: u64,
     pub incident_id: u64,
     pub check: String,

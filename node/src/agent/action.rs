@@ -3,18 +3,14 @@
 //! Unlike a check plugin, a recovery action is meant to leave something running (it restarts
 //! a daemon), so its process group is killed only when it overruns its timeout, never when
 //! it exits. Its output goes to an unlinked temporary file rather than a pipe, so a daemon it
-//! started that keeps the inherited descriptors cannot hold the run open; at most
-//! [`ACTION_OUTPUT_BYTES_MAX`] bytes of it are kept, and anything past [`ACTION_FILE_BYTES_MAX`] is
-//! never read.
+//! started that keeps the inherited descriptors cannot hold the run open; only its
+//! last [`ACTION_OUTPUT_BYTES_MAX`] bytes are read and kept (the end is where the error is).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::process::Stdio;
 use std::time::Duration;
 
 use consentry_cluster::model::{ActionOutcome, ACTION_OUTPUT_BYTES_MAX};
-
-/// Most bytes of the output file looked at (the tail is what is kept).
-pub const ACTION_FILE_BYTES_MAX: u64 = 64 * 1024;
 
 /// Runs `argv` (argv[0] an absolute path) with a cleared environment plus `env`, in `/`,
 /// for at most `timeout_ms`. Exit status 0 is `Succeeded`; anything else, a signal, a
@@ -105,22 +101,32 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last [`ACTION_OUTPUT_BYTES_MAX`] bytes of the first [`ACTION_FILE_BYTES_MAX`] of the
-/// output, as text.
+/// The last [`ACTION_OUTPUT_BYTES_MAX`] bytes of the output, as text (lossy at a cut
+/// character).
 fn tail(mut file: std::fs::File) -> String {
-    let mut bytes = Vec::new();
-    if file.seek(SeekFrom::Start(0)).is_err() {
+    let Ok(len) = file.seek(SeekFrom::End(0)) else {
         return String::new();
-    }
-    if (&mut file)
-        .take(ACTION_FILE_BYTES_MAX)
-        .read_to_end(&mut bytes)
-        .is_err()
+    };
+    let max = ACTION_OUTPUT_BYTES_MAX as u64;
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(len.saturating_sub(max))).is_err()
+        || (&mut file).take(max).read_to_end(&mut bytes).is_err()
     {
         return String::new();
     }
-    let start = bytes.len().saturating_sub(ACTION_OUTPUT_BYTES_MAX);
-    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+    // A cut character at the start is dropped, not replaced; invalid bytes elsewhere become
+    // U+FFFD, which may lengthen the text, so it is cut again from the front.
+    let start = bytes
+        .iter()
+        .take(3)
+        .take_while(|b| (**b & 0xC0) == 0x80)
+        .count();
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let mut cut = text.len().saturating_sub(ACTION_OUTPUT_BYTES_MAX);
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text[cut..].trim().to_string()
 }
 
 #[cfg(test)]
@@ -133,6 +139,27 @@ mod tests {
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_tail_is_bounded_and_cut_at_a_character() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        // 1 byte then 3-byte characters: the last 1024 bytes start inside a character.
+        write!(f, "a{}", "€".repeat(1_000)).unwrap();
+        let t = tail(f);
+        assert!(t.len() <= ACTION_OUTPUT_BYTES_MAX, "{}", t.len());
+        assert!(!t.contains('\u{fffd}'));
+        assert!(t.chars().all(|c| c == '€'));
+        assert_eq!(t.len(), 1_023);
+        // Invalid bytes are replaced, and the text still fits.
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[0xFF; 4_000]).unwrap();
+        let t = tail(f);
+        assert!(t.len() <= ACTION_OUTPUT_BYTES_MAX && !t.is_empty());
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b" short \n").unwrap();
+        assert_eq!(tail(f), "short");
     }
 
     #[tokio::test]
@@ -168,6 +195,25 @@ mod tests {
         match loud {
             ActionOutcome::Succeeded { output, .. } => {
                 assert!(output.len() <= ACTION_OUTPUT_BYTES_MAX)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Long output keeps its real end, where the error usually is.
+        let long = run(
+            &argv(&[
+                "/bin/sh",
+                "-c",
+                "head -c 200000 /dev/zero | tr '\\0' x; echo; echo 'fatal: the end'; exit 1",
+            ]),
+            &[],
+            10_000,
+            &*clock(),
+        )
+        .await;
+        match long {
+            ActionOutcome::Failed { output, .. } => {
+                assert!(output.len() <= ACTION_OUTPUT_BYTES_MAX);
+                assert!(output.ends_with("fatal: the end"), "{output:?}");
             }
             other => panic!("{other:?}"),
         }

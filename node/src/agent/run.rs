@@ -2,9 +2,11 @@
 //! actions its own `agent.toml` allows, each at most once.
 //!
 //! The agent connects to the first cluster node of its list that answers (QUIC, its own
-//! certificate) and moves to the next one when a request fails. Reports are queued (at most
-//! [`REPORTS_QUEUED_MAX`]) and removed only once a node says they are committed, so a node
-//! that dies loses none of them. Dispatches are polled from whichever node it is connected
+//! certificate) and moves to the next one when a request fails. Reports are queued and
+//! removed only once a node says they are committed, so a node that dies loses none of them.
+//! A report left unsent for a minute is folded into the next one ([`fold_old_reports`]): the
+//! cluster counts it as a gap from the skipped sequence number, its log matches are carried
+//! on, and old measurements are never judged as fresh. Dispatches are polled from whichever node it is connected
 //! to; the [`Ledger`] on disk keeps the newest fencing token seen and each step's outcome, so
 //! a repeated or re-dispatched step is answered from it and never runs twice.
 
@@ -15,19 +17,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use consentry_cluster::agent::{AgentDispatch, AgentRequest, AgentResponse};
-use consentry_cluster::model::{ActionOutcome, FencingToken, HostReport, StepOutcome};
+use consentry_cluster::model::{
+    ActionOutcome, FencingToken, HostReport, StepOutcome, REPORT_LOG_LINES_MAX,
+};
 use consentry_cluster::tls::TlsMaterial;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::host::{HostCollector, LogWatch};
 use crate::clock::Clock;
 
-/// Reports kept while no node takes them (the oldest is dropped past this, and counted by
-/// the cluster as a gap).
-pub const REPORTS_QUEUED_MAX: usize = 1_000;
+/// Unsent reports kept: enough for a node failing over, not hours of them.
+pub const REPORTS_QUEUED_MAX: usize = 64;
+/// An unsent report older than this is folded into the next ([`fold_old_reports`]).
+pub const REPORT_QUEUED_AGE_MAX_MS: u64 = 60_000;
 /// How long one report or outcome request may take.
 pub const CALL_TIMEOUT_MS: u64 = 5_000;
 /// How long a poll waits at the node for a dispatch.
@@ -285,11 +290,16 @@ pub enum Decision {
     Answer(ActionOutcome),
     /// It is running in this process: nothing to do yet.
     Running,
+    /// Its token is older than the newest this agent has seen (from a node that is behind):
+    /// ignored and not reported, since the cluster accepts an outcome whose token is not
+    /// newer than its own and would settle the current attempt with it. The up-to-date
+    /// dispatch, or the step's deadline, settles the step. Carries why, for the log.
+    Stale(String),
 }
 
-/// Decides a dispatch: an older token than the newest seen is refused; a step already seen
-/// is answered from the ledger; an action not in `agent.toml` is refused; otherwise it runs,
-/// recorded as started (durably) first.
+/// Decides a dispatch: a step already seen is answered from the ledger; an older token than
+/// the newest seen is ignored as stale; an action not in `agent.toml` is refused; otherwise
+/// it runs, recorded as started (durably) first.
 ///
 /// # Errors
 /// When the ledger cannot be saved: then nothing runs.
@@ -309,12 +319,10 @@ pub fn decide(
         });
     }
     if d.token < ledger.newest {
-        return Ok(Decision::Answer(ActionOutcome::Refused {
-            reason: format!(
-                "fencing token {} is older than {}, the newest this agent has seen",
-                d.token, ledger.newest
-            ),
-        }));
+        return Ok(Decision::Stale(format!(
+            "fencing token {} is older than {}, the newest this agent has seen",
+            d.token, ledger.newest
+        )));
     }
     ledger.newest = d.token;
     let (decision, outcome) = match actions.get(&d.action) {
@@ -496,14 +504,8 @@ pub async fn run(config: &Path, cancel: CancellationToken) -> Result<(), String>
             report.seq = seq;
             report.at_ms = clock.wall_ms();
             report.interval_ms = interval_ms;
-            if queue.len() >= REPORTS_QUEUED_MAX {
-                queue.pop_front();
-                warn!(
-                    queued = REPORTS_QUEUED_MAX,
-                    "no node took reports for a long time; dropped the oldest"
-                );
-            }
             queue.push_back(report);
+            fold_old_reports(&mut queue, clock.wall_ms());
         }
         while let Some(report) = queue.front() {
             match link
@@ -529,6 +531,52 @@ pub async fn run(config: &Path, cancel: CancellationToken) -> Result<(), String>
     }
     poller.abort();
     Ok(())
+}
+
+/// Folds unsent reports older than [`REPORT_QUEUED_AGE_MAX_MS`] at `now_ms`, or past
+/// [`REPORTS_QUEUED_MAX`], into the report after them ([`merge_pending`]): a node failing
+/// over loses no report, and after a long outage the cluster gets current figures (the
+/// folded ones count as gaps), never old ones judged as fresh. The newest is always kept.
+pub fn fold_old_reports(queue: &mut VecDeque<HostReport>, now_ms: u64) {
+    while queue.len() > 1
+        && (queue.len() > REPORTS_QUEUED_MAX
+            || queue
+                .front()
+                .is_some_and(|r| now_ms.saturating_sub(r.at_ms) > REPORT_QUEUED_AGE_MAX_MS))
+    {
+        let older = queue.pop_front();
+        if let Some(next) = queue.pop_front() {
+            debug!(
+                seq = older.as_ref().map_or(0, |r| r.seq),
+                "no node took an old report; folded into the next"
+            );
+            queue.push_front(merge_pending(older, next));
+        }
+    }
+}
+
+/// The report to send once `newer` is collected while `older` is still unsent: `newer`, with
+/// the log matches of `older` added in (they happened, and are counted only once a report
+/// carries them). `older` itself is never sent: the cluster counts it as a gap from the
+/// sequence numbers `newer` skips, and does not judge stale measurements as fresh.
+pub fn merge_pending(older: Option<HostReport>, mut newer: HostReport) -> HostReport {
+    let Some(older) = older else {
+        return newer;
+    };
+    for log in &mut newer.logs {
+        if let Some(old) = older
+            .logs
+            .iter()
+            .find(|o| o.path == log.path && o.pattern == log.pattern)
+        {
+            log.matches = old.matches.saturating_add(log.matches);
+            let mut lines = old.lines.clone();
+            lines.append(&mut log.lines);
+            lines.truncate(REPORT_LOG_LINES_MAX);
+            log.lines = lines;
+        }
+    }
+    newer
 }
 
 /// Polls for dispatches, runs what the ledger allows, and reports every outcome until a node
@@ -615,6 +663,9 @@ async fn poll_loop(
                     }
                 }
                 Ok(Decision::Running) => {}
+                Ok(Decision::Stale(why)) => {
+                    warn!(step = d.intent_id, attempt = d.attempt, action = %d.action, token = %d.token, reason = %why, "ignored a stale dispatch (not reported)");
+                }
                 Err(e) => {
                     warn!(step = d.intent_id, error = %e, "cannot record the dispatch; not running it")
                 }
@@ -711,7 +762,7 @@ mod tests {
         ));
         let old = dispatch(8, 1, 2, 90, "restart");
         match decide(&mut l, &actions, &old).unwrap() {
-            Decision::Answer(ActionOutcome::Refused { reason }) => {
+            Decision::Stale(reason) => {
                 assert!(reason.contains("older"), "{reason}")
             }
             other => panic!("{other:?}"),
@@ -743,5 +794,112 @@ mod tests {
             "the newest token is durable"
         );
         assert_eq!(l.steps.len(), 2);
+    }
+
+    #[test]
+    fn only_the_newest_unsent_report_is_kept_with_the_log_matches_added_up() {
+        use consentry_cluster::model::LogMatches;
+        let report = |seq: u64, cpu: f64, matches: u32, lines: &[&str]| HostReport {
+            run: 9,
+            seq,
+            cpu_pct: cpu,
+            logs: vec![LogMatches {
+                path: "/var/log/messages".into(),
+                pattern: "Error".into(),
+                matches,
+                lines: lines.iter().map(ToString::to_string).collect(),
+                error: None,
+            }],
+            ..HostReport::default()
+        };
+        let first = report(1, 10.0, 0, &[]);
+        assert_eq!(merge_pending(None, first.clone()), first);
+        let mut pending = first;
+        for (seq, cpu, matches, lines) in [
+            (2, 20.0, 2, &["e1", "e2"][..]),
+            (3, 30.0, 0, &[][..]),
+            (4, 40.0, 5, &["e3", "e4", "e5", "e6", "e7"][..]),
+        ] {
+            pending = merge_pending(Some(pending), report(seq, cpu, matches, lines));
+        }
+        // Only the newest is sent: its seq skips 1-3, which the cluster counts as gaps.
+        assert_eq!((pending.run, pending.seq, pending.cpu_pct), (9, 4, 40.0));
+        assert_eq!(pending.logs.len(), 1);
+        assert_eq!(pending.logs[0].matches, 7);
+        assert_eq!(pending.logs[0].lines, ["e1", "e2", "e3", "e4", "e5"]);
+    }
+
+    #[test]
+    fn unsent_reports_are_kept_for_a_failover_and_folded_when_old() {
+        use consentry_cluster::model::LogMatches;
+        let report = |seq: u64, at_ms: u64, matches: u32| HostReport {
+            seq,
+            at_ms,
+            logs: vec![LogMatches {
+                path: "/var/log/messages".into(),
+                pattern: "Error".into(),
+                matches,
+                lines: Vec::new(),
+                error: None,
+            }],
+            ..HostReport::default()
+        };
+        let mut queue: VecDeque<HostReport> = (1..=5).map(|s| report(s, s * 1_000, 1)).collect();
+        // A failover of a few seconds: every report is still sent.
+        fold_old_reports(&mut queue, 6_000);
+        assert_eq!(
+            queue.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        // Two minutes on: the ones older than a minute are folded into the next.
+        queue.push_back(report(6, 62_500, 1));
+        fold_old_reports(&mut queue, 62_500);
+        assert_eq!(
+            queue.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [3, 4, 5, 6],
+            "1 and 2 are over a minute old"
+        );
+        assert_eq!(queue[0].logs[0].matches, 3);
+        fold_old_reports(&mut queue, 122_500);
+        assert_eq!(queue.iter().map(|r| r.seq).collect::<Vec<_>>(), [6]);
+        assert_eq!(queue[0].logs[0].matches, 6, "no log match is lost");
+        // The newest is kept however old.
+        fold_old_reports(&mut queue, 10_000_000);
+        assert_eq!(queue.len(), 1);
+        // And the count is bounded.
+        let mut queue: VecDeque<HostReport> = (1..=REPORTS_QUEUED_MAX as u64 + 10)
+            .map(|s| report(s, 0, 0))
+            .collect();
+        fold_old_reports(&mut queue, 0);
+        assert_eq!(queue.len(), REPORTS_QUEUED_MAX);
+        assert_eq!(queue.back().unwrap().seq, REPORTS_QUEUED_MAX as u64 + 10);
+    }
+
+    #[test]
+    fn a_stale_dispatch_is_not_reported_and_the_current_one_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let actions = BTreeMap::from([(
+            "restart".to_string(),
+            (vec!["/bin/true".to_string()], 60_000),
+        )]);
+        let mut l = Ledger::open(dir.path()).unwrap();
+        assert!(matches!(
+            decide(&mut l, &actions, &dispatch(1, 1, 4, 150, "restart")).unwrap(),
+            Decision::Run { .. }
+        ));
+        // A node that is behind hands out step 2 with an older token: ignored, nothing is
+        // left to report (an outcome would settle the current attempt as refused).
+        let stale = dispatch(2, 1, 3, 120, "restart");
+        assert!(matches!(
+            decide(&mut l, &actions, &stale).unwrap(),
+            Decision::Stale(_)
+        ));
+        assert!(!l.steps.contains_key("2/1"));
+        assert!(l.steps.values().all(|e| e.outcome.is_none()));
+        // The up-to-date dispatch of the same step runs it.
+        assert!(matches!(
+            decide(&mut l, &actions, &dispatch(2, 1, 4, 160, "restart")).unwrap(),
+            Decision::Run { .. }
+        ));
     }
 }

@@ -266,9 +266,27 @@ pub(crate) async fn post_json(
     dedup_key: &str,
     body: Vec<u8>,
 ) -> Result<(), String> {
+    post_json_within(
+        client,
+        url,
+        dedup_key,
+        body,
+        Duration::from_millis(HTTP_ATTEMPT_TIMEOUT_MS),
+    )
+    .await
+}
+
+/// [`post_json`] within `timeout` (a recovery step's own).
+pub(crate) async fn post_json_within(
+    client: &reqwest::Client,
+    url: &str,
+    dedup_key: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), String> {
     let resp = client
         .post(url)
-        .timeout(Duration::from_millis(HTTP_ATTEMPT_TIMEOUT_MS))
+        .timeout(timeout)
         .header("X-Consentry-Dedup-Key", dedup_key)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
