@@ -292,7 +292,7 @@ pub struct ReportArgs {
     pub format: String,
     /// Every recorded result of one --check (the 10-day per-result history), not the
     /// availability report.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["month", "label", "consistent"])]
     pub results: bool,
     /// Read through the leader (reflects every write committed before the request).
     #[arg(long)]
@@ -1061,11 +1061,29 @@ async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         };
         query.push(format!("check={}", q(check)));
         let path = format!("/api/v1/reports/results?{}", query.join("&"));
-        if format == "json" {
-            let v = client.get(&format!("{path}&format=json")).await?;
+        // Up to 200,000 rows: the transfer timeout, not one API call's.
+        let within = Duration::from_millis(crate::client::CLI_TRANSFER_TIMEOUT_MS);
+        let truncated = if format == "json" {
+            let v = client
+                .get_within(&format!("{path}&format=json"), within)
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+            v["truncated"].as_bool() == Some(true)
         } else {
-            print!("{}", client.get_text(&format!("{path}&format=csv")).await?);
+            let (csv, headers) = client
+                .get_text_within(&format!("{path}&format=csv"), within)
+                .await?;
+            print!("{csv}");
+            headers
+                .get("x-consentry-truncated")
+                .is_some_and(|v| v == "true")
+        };
+        if truncated {
+            eprintln!(
+                "warning: more results exist than were returned (at most {} per request); \
+                 narrow --from/--to",
+                crate::history::store::RAW_READ_MAX
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -1114,6 +1132,15 @@ fn print_report(v: &Value) {
              per-site figures may be low",
             ms("history_gap_entries")
         );
+    }
+    match v["history_from_ms"].as_u64() {
+        None => println!("note: this node's history has recorded nothing yet: no figures"),
+        Some(h) if h > ms("from_ms") => println!(
+            "note: this node's history begins at {}: time before it has no data and counts \
+             as up",
+            crate::wall_time::format_rfc3339(h)
+        ),
+        Some(_) => {}
     }
     println!(
         "{:<28} {:>10} {:>12} {:>12} {:>4} {:>9} {:>9}  per-site raw",

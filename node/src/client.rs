@@ -66,8 +66,30 @@ impl ApiClient {
     /// # Errors
     /// When the node is unreachable, answers with an error, or the body is not UTF-8.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let body = Self::body(self.send(self.http.get(self.url(path))).await?).await?;
-        String::from_utf8(body).context("the answer is not UTF-8")
+        let (body, _) = self
+            .get_text_within(path, Duration::from_millis(CLI_REQUEST_TIMEOUT_MS))
+            .await?;
+        Ok(body)
+    }
+
+    /// [`ApiClient::get_text`] giving up after `timeout`, with the answer's headers.
+    ///
+    /// # Errors
+    /// As [`ApiClient::get_text`].
+    pub async fn get_text_within(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(String, reqwest::header::HeaderMap)> {
+        let resp = self
+            .send(self.http.get(self.url(path)).timeout(timeout))
+            .await?;
+        let headers = resp.headers().clone();
+        let body = Self::body(resp).await?;
+        Ok((
+            String::from_utf8(body).context("the answer is not UTF-8")?,
+            headers,
+        ))
     }
 
     /// PUTs a body with the bearer token.

@@ -254,13 +254,8 @@ fn internal(e: impl std::fmt::Display) -> Response {
 pub async fn availability(
     State(s): State<Arc<ApiState>>,
     ApiQuery(p): ApiQuery<ReportParams>,
-) -> Response {
-    match availability_inner(&s, p).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn availability_inner(s: &ApiState, p: ReportParams) -> Result<Response, Response> {
+) -> Result<Response, Response> {
+    let s = &*s;
     let history = history_of(s)?.clone();
     let now = s.clock.wall_ms();
     let (from, to) = match &p.month {
@@ -329,7 +324,7 @@ async fn availability_inner(s: &ApiState, p: ReportParams) -> Result<Response, R
         .map_err(internal)?;
     match p.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(r).into_response()),
-        "csv" => Ok(csv_response(&availability_csv(&r), "availability.csv")),
+        "csv" => Ok(csv_response(availability_csv(&r), "availability.csv")),
         other => Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_query",
@@ -405,7 +400,7 @@ fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-fn csv_response(body: &str, filename: &str) -> Response {
+fn csv_response(body: String, filename: &str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -414,9 +409,19 @@ fn csv_response(body: &str, filename: &str) -> Response {
                 format!("attachment; filename=\"{filename}\""),
             ),
         ],
-        body.to_string(),
+        body,
     )
         .into_response()
+}
+
+/// The JSON form of `reports/results`.
+#[derive(serde::Serialize)]
+struct ResultsDoc<'a> {
+    check: &'a str,
+    from_ms: u64,
+    to_ms: u64,
+    truncated: bool,
+    results: &'a [crate::history::store::RawResult],
 }
 
 #[derive(Debug, Deserialize)]
@@ -433,13 +438,8 @@ pub struct ResultsParams {
 pub async fn results(
     State(s): State<Arc<ApiState>>,
     ApiQuery(p): ApiQuery<ResultsParams>,
-) -> Response {
-    match results_inner(&s, p).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn results_inner(s: &ApiState, p: ResultsParams) -> Result<Response, Response> {
+) -> Result<Response, Response> {
+    let s = &*s;
     let history = history_of(s)?.clone();
     let Some(check) = p.check.filter(|c| !c.is_empty()) else {
         return Err(error(
@@ -462,6 +462,16 @@ async fn results_inner(s: &ApiState, p: ResultsParams) -> Result<Response, Respo
             .await
             .map_err(internal)?
             .map_err(internal)?;
+    if rows.is_empty() && !s.state.read(|st| st.check(&check).is_some()) {
+        // A removed check's rows are still served while they last; a typo is not an
+        // empty download.
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no check {check:?} in the applied catalog, and no results recorded"),
+            json!(null),
+        ));
+    }
     match p.format.as_deref().unwrap_or("csv") {
         "csv" => {
             let mut out = String::from("observed_at,check,site,status,reason,latency_ms,message\n");
@@ -478,7 +488,7 @@ async fn results_inner(s: &ApiState, p: ResultsParams) -> Result<Response, Respo
                     csv_text(&r.message)
                 );
             }
-            let mut resp = csv_response(&out, &format!("{check}-results.csv"));
+            let mut resp = csv_response(out, &format!("{check}-results.csv"));
             if truncated {
                 resp.headers_mut().insert(
                     "x-consentry-truncated",
@@ -487,13 +497,15 @@ async fn results_inner(s: &ApiState, p: ResultsParams) -> Result<Response, Respo
             }
             Ok(resp)
         }
-        "json" => Ok(Json(json!({
-            "check": check,
-            "from_ms": from,
-            "to_ms": to,
-            "truncated": truncated,
-            "results": rows,
-        }))
+        // Serialized from the rows as they are: up to RAW_READ_MAX of them, never a second
+        // copy as a JSON tree.
+        "json" => Ok(Json(ResultsDoc {
+            check: &check,
+            from_ms: from,
+            to_ms: to,
+            truncated,
+            results: &rows,
+        })
         .into_response()),
         other => Err(error(
             StatusCode::BAD_REQUEST,
@@ -510,19 +522,14 @@ pub struct SeriesParams {
     to: Option<String>,
 }
 
-/// `GET /api/v1/checks/{name}/series`: per site, minute buckets (hour buckets past two
-/// days) of result counts and latency, for charts.
+/// `GET /api/v1/checks/{name}/series`: per site, minute buckets (hour buckets past
+/// [`SERIES_POINTS_MAX`] minutes) of result counts and latency, for charts.
 pub async fn series(
     State(s): State<Arc<ApiState>>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(p): ApiQuery<SeriesParams>,
-) -> Response {
-    match series_inner(&s, name, p).await {
-        Ok(r) | Err(r) => r,
-    }
-}
-
-async fn series_inner(s: &ApiState, name: String, p: SeriesParams) -> Result<Response, Response> {
+) -> Result<Response, Response> {
+    let s = &*s;
     let history = history_of(s)?.clone();
     if !s.state.read(|st| st.check(&name).is_some()) {
         return Err(error(
@@ -538,12 +545,7 @@ async fn series_inner(s: &ApiState, name: String, p: SeriesParams) -> Result<Res
         s.clock.wall_ms(),
         6 * HOUR_MS,
     )?;
-    let step = if to - from <= 2 * DAY_MS {
-        MINUTE_MS
-    } else {
-        HOUR_MS
-    };
-    if (to - from) / step > SERIES_POINTS_MAX {
+    let Some(step) = series_step(to - from) else {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_query",
@@ -552,7 +554,7 @@ async fn series_inner(s: &ApiState, name: String, p: SeriesParams) -> Result<Res
             ),
             json!(null),
         ));
-    }
+    };
     let check = name.clone();
     let sites = tokio::task::spawn_blocking(move || history.series(&check, from, to, step))
         .await
@@ -586,9 +588,27 @@ async fn series_inner(s: &ApiState, name: String, p: SeriesParams) -> Result<Res
     .into_response())
 }
 
+/// The bucket of a series over `span` ms: minutes while they are at most
+/// [`SERIES_POINTS_MAX`] points, else hours; `None` past that many hours.
+fn series_step(span: u64) -> Option<u64> {
+    [MINUTE_MS, HOUR_MS]
+        .into_iter()
+        .find(|step| span.div_ceil(*step) <= SERIES_POINTS_MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_series_has_minutes_while_they_fit_then_hours() {
+        assert_eq!(series_step(6 * HOUR_MS), Some(MINUTE_MS));
+        assert_eq!(series_step(SERIES_POINTS_MAX * MINUTE_MS), Some(MINUTE_MS));
+        // 33 to 48 hours were refused when minutes were chosen by a 2-day rule.
+        assert_eq!(series_step(40 * HOUR_MS), Some(HOUR_MS));
+        assert_eq!(series_step(7 * DAY_MS), Some(HOUR_MS));
+        assert_eq!(series_step(SERIES_POINTS_MAX * HOUR_MS + 1), None);
+    }
 
     #[test]
     fn months_at_an_offset() {

@@ -53,7 +53,7 @@ pub async fn run<R>(
         if cursor < applied {
             let start = cursor + 1;
             let end = applied.min(cursor + CHUNK_ENTRIES) + 1;
-            match step(&history, &mut log, start, end).await {
+            match step(&history, &mut log, start, end, applied + 1).await {
                 Ok(()) => continue,
                 Err(e) => {
                     warn!(error = %e, "history: recording failed; retrying");
@@ -78,8 +78,16 @@ pub async fn run<R>(
         let now = clock.wall_ms();
         if now.saturating_sub(last_prune_ms) >= PRUNE_EVERY_MS {
             last_prune_ms = now;
+            // Retention follows the cluster's time (the leader's ticks it recorded), not
+            // this node's clock alone: a clock jumped ahead deletes nothing early.
+            let cluster_ms = history.meta().map_or(0, |m| m.last_wall_ms);
+            let until = if cluster_ms > 0 {
+                now.min(cluster_ms)
+            } else {
+                now
+            };
             let h = history.clone();
-            match tokio::task::spawn_blocking(move || h.prune(now)).await {
+            match tokio::task::spawn_blocking(move || h.prune(until)).await {
                 Ok(Ok(n)) if n > 0 => info!(rows = n, "history: retention deleted rows"),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(error = %e, "history: retention failed"),
@@ -94,12 +102,30 @@ pub async fn run<R>(
     }
 }
 
-async fn step<R>(history: &Arc<History>, log: &mut R, start: u64, end: u64) -> anyhow::Result<()>
+/// Records entries `[start, end)`; `applied_end` bounds the search for the first entry
+/// still in the log when that chunk was purged.
+async fn step<R>(
+    history: &Arc<History>,
+    log: &mut R,
+    start: u64,
+    end: u64,
+    applied_end: u64,
+) -> anyhow::Result<()>
 where
     R: RaftLogReader<TypeConfig>,
 {
-    let entries = log.limited_get_log_entries(start, end).await?;
-    let first = entries.first().map_or(end, |e| e.log_id.index);
+    let mut entries = log.limited_get_log_entries(start, end).await?;
+    // The first index this step does not cover when it finds no entries.
+    let mut next = end;
+    if entries.is_empty() && end < applied_end {
+        // The whole chunk was purged (a node that joined from a snapshot, or history
+        // added to a node with a compacted log): one bounded read finds where the log
+        // begins, so the gap is recorded once, not chunk by chunk.
+        entries = log.limited_get_log_entries(start, applied_end).await?;
+        entries.truncate(CHUNK_ENTRIES as usize);
+        next = applied_end;
+    }
+    let first = entries.first().map_or(next, |e| e.log_id.index);
     if first > start {
         warn!(
             from = start,
@@ -131,5 +157,79 @@ async fn sleep_or_cancel(cancel: &CancellationToken, ms: u64) -> bool {
     tokio::select! {
         () = cancel.cancelled() => true,
         () = tokio::time::sleep(Duration::from_millis(ms)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Debug;
+    use std::ops::RangeBounds;
+
+    use openraft::{CommittedLeaderId, Entry, LogId, StorageError};
+
+    use super::*;
+    use crate::history::store::Retention;
+
+    /// A log whose entries below `first` were purged.
+    struct Purged {
+        first: u64,
+        last: u64,
+        reads: usize,
+    }
+
+    impl RaftLogReader<TypeConfig> for Purged {
+        async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+            &mut self,
+            range: RB,
+        ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+            self.reads += 1;
+            Ok((self.first..=self.last)
+                .filter(|i| range.contains(i))
+                .map(|index| Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    payload: EntryPayload::Blank,
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_purged_log_is_one_gap_not_one_per_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = Arc::new(History::open(&dir.path().join("h"), Retention::default()).unwrap());
+        let mut log = Purged {
+            first: 100_001,
+            last: 100_300,
+            reads: 0,
+        };
+        let applied = 100_300;
+        let mut steps = 0;
+        while history.meta().unwrap().cursor < applied {
+            let start = history.meta().unwrap().cursor + 1;
+            let end = applied.min(start - 1 + CHUNK_ENTRIES) + 1;
+            step(&history, &mut log, start, end, applied + 1)
+                .await
+                .unwrap();
+            steps += 1;
+            assert!(steps < 10, "walking the purged range chunk by chunk");
+        }
+        let meta = history.meta().unwrap();
+        assert_eq!(meta.gaps, vec![(1, 100_000)]);
+        assert_eq!(meta.gap_entries, 100_000);
+        // The gap with the first 256 entries, then the other 44.
+        assert_eq!(steps, 2);
+        assert!(log.reads <= 4, "{} reads", log.reads);
+    }
+
+    #[test]
+    fn contiguous_gaps_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("h"), Retention::default()).unwrap();
+        h.record_gap(1, 256).unwrap();
+        h.record_gap(257, 512).unwrap();
+        h.record(std::iter::empty(), 600).unwrap();
+        h.record_gap(601, 700).unwrap();
+        assert_eq!(h.meta().unwrap().gaps, vec![(1, 512), (601, 700)]);
+        assert_eq!(h.meta().unwrap().gap_entries, 612);
     }
 }

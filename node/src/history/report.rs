@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use consentry_cluster::model::CheckSpec;
 use serde::Serialize;
 
-use super::store::{Bucket, History, HistoryError, IncidentRecord, SilenceRecord};
+use super::store::{Bucket, History, HistoryError, IncidentRecord, SilenceRecord, DAY_MS};
 
 /// Incidents listed in one report.
 pub const REPORT_INCIDENTS_MAX: usize = 10_000;
@@ -58,6 +58,11 @@ pub struct AvailabilityReport {
     /// Log entries this node's history could not record (purged before it read them):
     /// nonzero means the per-site figures may miss results.
     pub history_gap_entries: u64,
+    /// Where this node's history begins: its first recorded tick, or the retention of
+    /// incidents (`hour_days`) when that is later. `None` before anything was recorded.
+    /// Time before it has no data: a period that ends before it has no availability,
+    /// and one that starts before it counts the earlier part as up.
+    pub history_from_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -241,6 +246,16 @@ pub fn availability(
             )
         })
         .collect();
+    let meta = history.meta()?;
+    let horizon = now_ms.saturating_sub(history.retention().hour_days.saturating_mul(DAY_MS));
+    let history_from_ms = (meta.first_wall_ms > 0).then(|| meta.first_wall_ms.max(horizon));
+    let mut checks: Vec<CheckAvailability> = checks;
+    if history_from_ms.is_none_or(|h| until <= h) {
+        // No data behind the period: no availability figure rather than a 100 %.
+        for c in &mut checks {
+            c.availability_percent = None;
+        }
+    }
     let incidents_truncated = incidents.len() > REPORT_INCIDENTS_MAX;
     let mut incidents = incidents;
     incidents.truncate(REPORT_INCIDENTS_MAX);
@@ -251,7 +266,8 @@ pub fn availability(
         checks,
         incidents,
         incidents_truncated,
-        history_gap_entries: history.meta()?.gap_entries,
+        history_gap_entries: meta.gap_entries,
+        history_from_ms,
     })
 }
 

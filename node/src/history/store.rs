@@ -255,6 +255,9 @@ pub struct Meta {
     pub future_skipped: u64,
     /// Closed incidents up to this applied index are recorded.
     pub incidents_synced_index: u64,
+    /// The oldest leader tick's wall time seen in the log (0: none yet): the history
+    /// covers nothing before it.
+    pub first_wall_ms: u64,
 }
 
 /// What [`History::sync_state`] needs of the applied state, copied out under its lock.
@@ -418,6 +421,9 @@ impl History {
             match cmd {
                 Command::Tick { wall_ms, .. } => {
                     meta.last_wall_ms = meta.last_wall_ms.max(*wall_ms);
+                    if meta.first_wall_ms == 0 || *wall_ms < meta.first_wall_ms {
+                        meta.first_wall_ms = *wall_ms;
+                    }
                 }
                 Command::Results(batch) => {
                     for r in &batch.results {
@@ -520,7 +526,11 @@ impl History {
         }
         let from = from.max(meta.cursor + 1);
         meta.gap_entries += to - from + 1;
-        meta.gaps.push((from, to));
+        match meta.gaps.last_mut() {
+            // Contiguous with the last gap: one range, so the list keeps distinct gaps.
+            Some((_, last_to)) if *last_to + 1 == from => *last_to = to,
+            _ => meta.gaps.push((from, to)),
+        }
         if meta.gaps.len() > GAPS_MAX {
             meta.gaps.remove(0);
         }

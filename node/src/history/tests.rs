@@ -215,6 +215,21 @@ fn a_scripted_day_gives_the_worked_out_figures() {
         r.checks[0].maintenance_ms, 0,
         "the silence matches web's label only"
     );
+    assert_eq!(r.history_from_ms, Some(T0), "the first tick recorded");
+
+    // A month before the history began has no figure, not 100 %.
+    let before = ReportQuery {
+        from_ms: T0 - 30 * DAY_MS,
+        to_ms: T0,
+        checks: vec!["other".into()],
+        label: None,
+    };
+    let r = report::availability(&h, &st.catalog.checks, &before, T0 + 2 * DAY_MS).unwrap();
+    assert_eq!(r.checks[0].availability_percent, None);
+    // Nor one past the retention of incidents (hour_days), though a tick is that old.
+    let r = report::availability(&h, &st.catalog.checks, &q, T0 + 500 * DAY_MS).unwrap();
+    assert_eq!(r.checks[0].availability_percent, None);
+    assert_eq!(r.history_from_ms, Some(T0 + 100 * DAY_MS));
 }
 
 #[test]
