@@ -26,6 +26,8 @@ pub const ADMIN_FORWARD_TIMEOUT_MS: u64 =
 /// How long a leader holds new writes while it hands over: long enough for the
 /// successor to win its election, well inside a forwarded write's timeout.
 pub const TRANSFER_PAUSE_MAX_MS: u64 = 2_000;
+/// What a successor asked to stand may take beyond its own election wait to answer.
+const TAKE_LEADERSHIP_SLACK_MS: u64 = 2_000;
 /// How far behind (in entries) the successor may be when the leader starts holding writes;
 /// the rest it receives while they are held.
 pub const TRANSFER_PAUSE_LAG_MAX: u64 = 64;
@@ -224,13 +226,30 @@ impl Writer {
         node: &ClusterNode,
         request: AdminRequest,
     ) -> Result<String, AdminError> {
+        self.forward_admin_within(
+            id,
+            node,
+            request,
+            Duration::from_millis(ADMIN_FORWARD_TIMEOUT_MS),
+        )
+        .await
+    }
+
+    /// [`Self::forward_admin`] with its own timeout.
+    async fn forward_admin_within(
+        &self,
+        id: u64,
+        node: &ClusterNode,
+        request: AdminRequest,
+        timeout: Duration,
+    ) -> Result<String, AdminError> {
         consentry_cluster::transport::forward_admin(
             self.dialer.clone(),
             self.self_id,
             id,
             node,
             request,
-            Duration::from_millis(ADMIN_FORWARD_TIMEOUT_MS),
+            timeout,
         )
         .await
         .unwrap_or_else(|e| {
@@ -277,39 +296,48 @@ impl Writer {
             .await?;
         self.wait_out_lease(metrics.current_term).await?;
 
-        let held = tokio::time::timeout(
-            Duration::from_millis(TRANSFER_PAUSE_MAX_MS),
-            self.proposals.write(),
-        )
-        .await
-        .map_err(|_| {
-            AdminError::Refused(format!(
-                "writes in flight did not commit within {} s; nothing was changed",
-                TRANSFER_PAUSE_MAX_MS / 1_000
-            ))
-        })?;
+        // One cap for the whole hold: new writes queue behind the pending exclusive lock
+        // too, so it starts before the lock is asked for.
+        let until = tokio::time::sleep(Duration::from_millis(TRANSFER_PAUSE_MAX_MS)).deadline();
+        let held = tokio::time::timeout_at(until, self.proposals.write())
+            .await
+            .map_err(|_| {
+                AdminError::Refused(format!(
+                    "writes in flight did not commit within {} s; nothing was changed",
+                    TRANSFER_PAUSE_MAX_MS / 1_000
+                ))
+            })?;
         // The successor gets the last entries while nothing new is proposed.
-        if let Err(e) = self.catch_up(to, 0, TRANSFER_PAUSE_MAX_MS / 4).await {
+        let caught_up =
+            tokio::time::timeout_at(until, self.catch_up(to, 0, TRANSFER_PAUSE_MAX_MS)).await;
+        if let Err(e) = caught_up.unwrap_or_else(|_| {
+            Err(AdminError::Refused(format!(
+                "node {to} did not get the last entries within {} s; nothing was changed",
+                TRANSFER_PAUSE_MAX_MS / 1_000
+            )))
+        }) {
             drop(held);
             return Err(e);
         }
         // Proposals stay held until this node stops leading, the successor answers, or the
         // cap; writes waiting behind them then go on to whichever node leads.
-        let mut ask = Box::pin(self.forward_admin(to, &node, AdminRequest::TakeLeadership));
+        let mut ask = Box::pin(self.forward_admin_within(
+            to,
+            &node,
+            AdminRequest::TakeLeadership,
+            Duration::from_millis(membership::TAKE_LEADERSHIP_MS + TAKE_LEADERSHIP_SLACK_MS),
+        ));
         let stepped_down = async {
             let wait = self.raft.wait(None);
             wait.metrics(|m| m.state != ServerState::Leader, "this node stepped down")
                 .await
         };
-        let early = tokio::time::timeout(
-            Duration::from_millis(TRANSFER_PAUSE_MAX_MS * 3 / 4),
-            async {
-                tokio::select! {
-                    answer = &mut ask => Some(answer),
-                    _ = stepped_down => None,
-                }
-            },
-        )
+        let early = tokio::time::timeout_at(until, async {
+            tokio::select! {
+                answer = &mut ask => Some(answer),
+                _ = stepped_down => None,
+            }
+        })
         .await;
         drop(held);
         match early {
