@@ -3,13 +3,14 @@
 //! page, run scripts in it, take screenshots. Every request has a timeout; dropping the
 //! [`Browser`] ends the session and kills the driver and the browser it started.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{clock, free_tcp_port, Deadline};
+use crate::harness::{clean_env, clock, die_with_test, free_tcp_port, Deadline};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -68,17 +69,11 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        crate::harness::clean_env(&mut cmd);
-        // Its own process group, so that dropping the browser can end Chromium too; and it
-        // dies with the test process however that ends.
-        // SAFETY: prctl in the child before exec sets only its parent-death signal.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            cmd.process_group(0).pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        clean_env(&mut cmd);
+        // Its own process group, so that dropping the browser can end Chromium too; and the
+        // driver dies with the test however that ends.
+        cmd.process_group(0);
+        die_with_test(&mut cmd);
         let driver = cmd
             .spawn()
             .map_err(|e| format!("cannot start {CHROMEDRIVER}: {e}"))?;

@@ -13,12 +13,15 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    alert_deadline, hold_for, Receiver, World, WorldOptions, CHECKS_OK_TIMEOUT, FORM_TIMEOUT,
+    alert_deadline, clean_env, die_with_test, hold_for, run_with_deadline, Receiver, World,
+    WorldOptions, CHECKS_OK_TIMEOUT, FORM_TIMEOUT,
 };
-use crate::servers::{binary, ServerDir, Unavailable};
+use crate::servers::{binary, is_root, ServerDir, Unavailable};
 
 /// From a stopped target to a closed incident: confirm, `after`, dispatch, poll, run, verify.
 const RECOVERED_TIMEOUT: Duration = Duration::from_secs(90);
+/// nginx's launcher checks the config, forks the daemon and exits.
+const NGINX_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running `consentry agent`, killed on drop.
 struct AgentProc {
@@ -30,10 +33,14 @@ impl AgentProc {
     fn start(world: &World, config: &Path) -> Self {
         let log = config.with_extension("log");
         let out = fs::File::create(&log).expect("agent log");
-        let child = Command::new(crate::harness::cli::binary())
+        let mut cmd = Command::new(crate::harness::cli::binary());
+        clean_env(&mut cmd);
+        die_with_test(&mut cmd);
+        let child = cmd
             .args(["agent", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(out)
             .current_dir(world.root())
@@ -148,11 +155,12 @@ impl DaemonNginx {
     }
 
     fn start(&self) {
-        let status = Command::new(&self.argv[0])
-            .args(&self.argv[1..])
-            .status()
-            .expect("run nginx");
-        assert!(status.success(), "nginx did not start: {status}");
+        let out = run_with_deadline(
+            Command::new(&self.argv[0]).args(&self.argv[1..]),
+            None,
+            NGINX_START_TIMEOUT,
+        );
+        assert!(out.success(), "nginx did not start: {}", out.describe());
     }
 
     /// SIGKILL to the master and its workers (their process group).
@@ -210,9 +218,7 @@ fn a_killed_nginx_is_restarted_by_the_agent_and_agent_checks_open_incidents() {
         return;
     };
     nginx.start();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tmpfs = if root {
+    let tmpfs = if is_root() {
         Some(Tmpfs::mount(&dir.join("small")).expect("mount a tmpfs"))
     } else {
         crate::harness::skip_unless_required("the disk part needs root to mount a tmpfs");
@@ -422,17 +428,29 @@ fn a_leader_killed_mid_step_the_action_runs_exactly_once_and_the_agent_fails_ove
     let incident = world.wait_one_open_incident("svc", alert_deadline());
     world.wait("the dispatch to commit", Duration::from_secs(30), || {
         let inc = incident_json(&world, &incident.id())?;
-        kinds(&inc)
-            .contains(&"recovery_dispatched".to_string())
+        let seen = kinds(&inc);
+        // The step takes over 4 s (count.sh sleeps first): the kill must come before its
+        // outcome, or this test would not kill the leader mid-step.
+        assert!(
+            !seen.contains(&"recovery_outcome".to_string()),
+            "the step's outcome is recorded before the leader could be killed: {seen:?}"
+        );
+        seen.contains(&"recovery_dispatched".to_string())
             .then_some(())
-            .ok_or_else(|| format!("{:?}", kinds(&inc)))
+            .ok_or_else(|| format!("{seen:?}"))
     });
+    // The leader's own view, just before it dies: the last report it applied.
+    let at_leader = agents(leader).expect("the leader's agents view before the kill");
+    let seq_at_kill = at_leader["web1"]["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no report of web1 in the leader's view: {at_leader}"));
+    info!("node {leader} applied web1's report {seq_at_kill}; kill -9 it");
     world.kill9(leader);
+    assert!(
+        !counter.exists(),
+        "the action finished before the leader was killed: it was not killed mid-step"
+    );
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    let seq_at_kill = agents(others[0])
-        .ok()
-        .and_then(|a| a["web1"]["seq"].as_u64())
-        .unwrap_or(0);
 
     info!("the agent moves to another node within seconds, and loses no report");
     let moved = world.wait(
@@ -493,6 +511,14 @@ fn a_leader_killed_mid_step_the_action_runs_exactly_once_and_the_agent_fails_ove
         .find(|h| h.path == "/recovery")
         .unwrap_or_else(|| panic!("no recovery webhook: {}", receiver.describe()));
     assert_eq!(step_hook.body["check"], "svc", "{}", step_hook.body);
+    // The header receivers dedupe by, as notifications carry it.
+    assert_eq!(
+        step_hook.dedup_header.as_deref(),
+        step_hook.body["dedup_key"].as_str(),
+        "{}",
+        step_hook.body
+    );
+    assert!(step_hook.dedup_header.is_some(), "{}", step_hook.body);
     let token = dispatches
         .last()
         .map(|d| format!("{}.{}", d["token"]["term"], d["token"]["index"]));

@@ -160,6 +160,10 @@ impl Watch {
             let mut last_seen: BTreeMap<(String, String), (u64, Instant)> = BTreeMap::new();
             let mut last_sample = clock::now();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // The answer shows the state of some moment between these two: a value
+                // counts as stuck from when it was first back (`now`) to when the next
+                // status was asked for, so a slow command is not a missed round.
+                let asked = clock::now();
                 let out = run_cli(&root, ["status", "--json", "--api", &api], &[]);
                 let now = clock::now();
                 let parsed = serde_json::from_str::<Value>(&out.stdout)
@@ -208,7 +212,7 @@ impl Watch {
                         let key = (name.clone(), (*site).to_owned());
                         match last_seen.get(&key) {
                             Some((before, since)) if *before == observed => {
-                                let stuck = now.duration_since(*since);
+                                let stuck = asked.saturating_duration_since(*since);
                                 if stuck > ROUND_GAP_MAX {
                                     problems.push(format!(
                                         "{name} from {site}: the same result for {stuck:?}"

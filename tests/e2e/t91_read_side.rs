@@ -6,12 +6,10 @@
 use serde_json::Value;
 
 use crate::harness::{
-    skip_unless_required, wait_until, ChecksFile, Receiver, Target, World, WorldOptions,
-    CHECKS_OK_TIMEOUT, FORM_TIMEOUT,
+    run_with_deadline, skip_unless_required, wait_until, ChecksFile, Receiver, Target, World,
+    WorldOptions, CHECKS_OK_TIMEOUT, FORM_TIMEOUT,
 };
 
-/// Debian's `prometheus` package.
-const PROMTOOL: &str = "/usr/bin/promtool";
 /// Checks that get per-check series in this test's node.toml.
 const CHECKS_MAX: usize = 10;
 
@@ -48,27 +46,16 @@ fn label_keys(text: &str) -> std::collections::BTreeSet<String> {
     keys
 }
 
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(PROMTOOL)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+fn promtool_check(promtool: &std::path::Path, text: &str) {
+    let out = run_with_deadline(
+        std::process::Command::new(promtool).args(["check", "metrics"]),
+        Some(text.as_bytes()),
+        crate::servers::PROMTOOL_DEADLINE,
+    );
     assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- metrics ---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.success(),
+        "promtool check metrics failed:\n{}\n--- metrics ---\n{text}",
+        out.describe()
     );
 }
 
@@ -82,11 +69,13 @@ fn tcp_checks(n: usize, port: u16, hook: &str) -> String {
 
 #[test]
 fn metrics_pass_promtool_and_per_check_series_stay_bounded() {
-    if !std::path::Path::new(PROMTOOL).exists()
-        && skip_unless_required("promtool is not installed (Debian package prometheus)")
-    {
-        return;
-    }
+    let promtool = match crate::servers::promtool() {
+        Ok(p) => p,
+        Err(crate::servers::Unavailable(reason)) => {
+            skip_unless_required(&reason);
+            return;
+        }
+    };
     let world = World::three_nodes(&WorldOptions {
         extra_config: format!("[metrics]\nchecks_max = {CHECKS_MAX}\n"),
         ..WorldOptions::default()
@@ -104,7 +93,7 @@ fn metrics_pass_promtool_and_per_check_series_stay_bounded() {
     world.wait_checks_ok(&refs, CHECKS_OK_TIMEOUT);
     let leader = world.leader();
     let text = metrics_text(&world, leader);
-    promtool_check(&text);
+    promtool_check(&promtool, &text);
     assert_eq!(
         series(&text, "consentry_check_status").len(),
         4 * 2,
@@ -131,7 +120,7 @@ fn metrics_pass_promtool_and_per_check_series_stay_bounded() {
                 .then_some(text)
                 .ok_or_else(|| "not yet".to_string())
         });
-        promtool_check(&text);
+        promtool_check(&promtool, &text);
         assert!(
             text.contains(&format!(
                 "consentry_metrics_checks_omitted {}",
@@ -156,6 +145,21 @@ fn metrics_pass_promtool_and_per_check_series_stay_bounded() {
         assert!(
             !text.contains("svc-059"),
             "a check past the limit has series"
+        );
+        assert!(
+            !text.contains(&format!("\"svc-{CHECKS_MAX:03}\"")),
+            "the first check past the limit has series"
+        );
+        let labelled: std::collections::BTreeSet<&str> = status
+            .iter()
+            .filter_map(|l| l.split("check=\"").nth(1)?.split('"').next())
+            .collect();
+        let first: std::collections::BTreeSet<String> =
+            (0..CHECKS_MAX).map(|i| format!("svc-{i:03}")).collect();
+        assert_eq!(
+            labelled,
+            first.iter().map(String::as_str).collect(),
+            "the series are the first checks_max checks by name"
         );
     }
 }
@@ -245,22 +249,36 @@ fn an_outage_reaches_the_report_the_csv_and_the_series() {
         "{}",
         out.stdout
     );
+    // The monthly report (seed 004) of the month the outage began in, at +09:00.
+    let start_jst = inc["start_ms"].as_u64().unwrap() + 9 * 3_600_000;
+    let month = &consentry_node::wall_time::format_rfc3339(start_jst)[..7];
     let out = world
-        .cli(&[
-            "report", "--api", &api, "--month", "2026-11", "--tz", "+09:00",
-        ])
+        .cli(&["report", "--api", &api, "--month", month, "--tz", "+09:00"])
         .expect_success();
     assert!(out.stdout.contains("AVAIL %"), "{}", out.stdout);
+    let row: Vec<&str> = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("no web row in the {month} report:\n{}", out.stdout))
+        .split_whitespace()
+        .collect();
+    // CHECK AVAIL% DOWNTIME MAINTENANCE INC ...: one incident, billed downtime.
+    assert_eq!(row[4], "1", "{}", out.stdout);
+    assert_ne!(row[2], "00:00:00", "{}", out.stdout);
 
     info!("the latency series per site");
     let (code, s) = get_json(&world, &format!("{api}/api/v1/checks/web/series"));
     assert_eq!(code, 200);
     assert_eq!(s["sites"].as_array().unwrap().len(), 2, "{s}");
-    assert!(!s["sites"][0]["points"].as_array().unwrap().is_empty());
+    for site in s["sites"].as_array().unwrap() {
+        assert!(!site["points"].as_array().unwrap().is_empty(), "{s}");
+    }
 
     info!("consistent reads from the follower, and errors as JSON");
     let (code, c) = get_json(&world, &format!("{api}/api/v1/cluster?consistent=true"));
     assert_eq!(code, 200);
+    assert_eq!(c["members"].as_array().unwrap().len(), 3, "{c}");
     assert!(
         c["members"]
             .as_array()

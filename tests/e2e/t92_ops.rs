@@ -2,8 +2,8 @@
 //! Prometheus configuration pass `promtool`, and the Grafana dashboard and the rules use
 //! only metric names the node exports (the `"consentry_..."` literals of
 //! node/src/metrics.rs), every one of which docs/metrics.md documents. Every alert has a
-//! `for`, a page or ticket severity, and a runbook that names a section of
-//! docs/operations.md.
+//! `for`, a page or ticket severity, a runbook that names a section of
+//! docs/operations.md, and a case in the promtool unit tests that makes it fire.
 //!
 //! promtool comes from the Debian package `prometheus`; without it the promtool part
 //! skips (fails under `CONSENTRY_E2E_REQUIRED=1`). The static checks need nothing.
@@ -14,8 +14,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::skip_unless_required;
-use crate::servers::{binary, Unavailable};
+use crate::harness::{run_with_deadline, skip_unless_required};
+use crate::servers::{Unavailable, PROMTOOL_DEADLINE};
 
 const RULES: &str = "ops/prometheus/consentry-alerts.yml";
 const RULES_TEST: &str = "ops/prometheus/consentry-alerts.test.yml";
@@ -53,28 +53,18 @@ fn read(rel: &str) -> String {
 /// Runs `promtool args...` from the workspace root and panics with its output on failure.
 fn promtool(promtool: &Path, args: &[&str]) {
     info!("promtool {}", args.join(" "));
-    let out = Command::new(promtool)
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", promtool.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprint!("{stdout}{stderr}");
-    assert!(
-        out.status.success(),
-        "promtool {} failed ({}):\n{stdout}{stderr}",
-        args.join(" "),
-        out.status
+    let out = run_with_deadline(
+        Command::new(promtool).args(args).current_dir(repo_root()),
+        None,
+        PROMTOOL_DEADLINE,
     );
+    eprint!("{}{}", out.stdout, out.stderr);
+    out.expect_success();
 }
 
 #[test]
 fn rules_and_prometheus_config_pass_promtool() {
-    let promtool_bin = match binary(
-        &["/usr/bin/promtool", "/usr/local/bin/promtool"],
-        "prometheus",
-    ) {
+    let promtool_bin = match crate::servers::promtool() {
         Ok(p) => p,
         Err(Unavailable(reason)) => {
             skip_unless_required(&reason);
@@ -279,11 +269,190 @@ fn check_dashboard(dashboard: &Value) -> Vec<String> {
     problems
 }
 
-fn check_alerts(rules: &str, anchors: &BTreeSet<String>) -> Vec<String> {
+/// Indentation of a line: its leading spaces.
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// A YAML line without its comment (a `#` at the start or after a space, outside quotes).
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '#') if prev == ' ' || prev == '\t' => return &line[..i],
+            _ => {}
+        }
+        prev = c;
+    }
+    line
+}
+
+/// The value of `key:` if `line` (without its indentation) is that key.
+fn key_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.trim()
+        .strip_prefix(key)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Alerts that a promtool test file expects to fire: the `alertname` of every entry of an
+/// `alert_rule_test` list whose `exp_alerts` is not empty. Line-based: block-style YAML as
+/// promtool test files are written (a flow sequence other than `[]` counts as non-empty).
+fn alerts_expected_to_fire(tests: &str) -> BTreeSet<String> {
+    /// One `alert_rule_test` entry: its lines, the entry's `- ` replaced by spaces.
+    fn fires(entry: &[String]) -> Option<String> {
+        let key_indent = entry.iter().map(|l| indent(l)).min()?;
+        let mut name = None;
+        let mut non_empty = false;
+        for (i, line) in entry.iter().enumerate() {
+            if indent(line) != key_indent {
+                continue;
+            }
+            if let Some(v) = key_value(line, "alertname") {
+                name = Some(v.trim_matches(|c| c == '"' || c == '\'').to_owned());
+            }
+            if let Some(v) = key_value(line, "exp_alerts") {
+                non_empty = match v.replace(' ', "").as_str() {
+                    "" => entry[i + 1..]
+                        .iter()
+                        .take_while(|l| indent(l) > key_indent || l.trim_start().starts_with('-'))
+                        .any(|l| l.trim_start().starts_with('-')),
+                    "[]" | "~" | "null" => false,
+                    _ => true,
+                };
+            }
+        }
+        name.filter(|n| non_empty && !n.is_empty())
+    }
+
+    let mut fired = BTreeSet::new();
+    // The indentation of `alert_rule_test:` while inside its list, and the entry being read.
+    let mut section: Option<usize> = None;
+    let mut entry: Vec<String> = Vec::new();
+    let mut entry_dash: Option<usize> = None;
+    for raw in tests.lines() {
+        let line = strip_comment(raw).trim_end();
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = indent(line);
+        if let Some(key_at) = section {
+            let in_list = at > key_at || (at == key_at && line.trim_start().starts_with("- "));
+            if !in_list {
+                fired.extend(fires(&entry));
+                entry.clear();
+                entry_dash = None;
+                section = None;
+            } else {
+                let dash = entry_dash.get_or_insert(at);
+                if at == *dash && line.trim_start().starts_with('-') {
+                    fired.extend(fires(&entry));
+                    entry.clear();
+                    // `-   key: v` -> `    key: v`: the entry's keys line up.
+                    let after = line[at + 1..].trim_start_matches(' ');
+                    entry.push(format!("{}{after}", " ".repeat(line.len() - after.len())));
+                } else {
+                    entry.push(line.to_owned());
+                }
+                continue;
+            }
+        }
+        if key_value(line, "alert_rule_test") == Some("") {
+            section = Some(at);
+        }
+    }
+    fired.extend(fires(&entry));
+    fired
+}
+
+#[test]
+fn alerts_expected_to_fire_reads_promtool_test_entries() {
+    let tests = r#"
+rule_files:
+  - rules.yml
+tests:
+  - name: one
+    input_series:
+      - series: 'up{job="consentry"}'
+        values: '0x10'
+    alert_rule_test:
+      # A comment: exp_alerts: [] alertname: Commented
+      - eval_time: 1m
+        alertname: Quiet
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: "Fires" # quoted, with a comment
+        exp_alerts:
+          - exp_labels:
+              severity: page
+      - exp_alerts:
+        - exp_labels: {severity: ticket}
+        alertname: KeysInAnotherOrder
+        eval_time: 5m
+      -   eval_time: 5m
+          alertname: Flow
+          exp_alerts: [{exp_labels: {severity: page}}]
+      - eval_time: 5m
+        alertname: NoExpAlerts
+  - name: two
+    alert_rule_test:
+    - eval_time: 1m
+      alertname: CompactList
+      exp_alerts:
+      - exp_labels:
+          severity: page
+    - eval_time: 1m
+      alertname: EmptyWithSpace
+      exp_alerts: [ ]
+    promql_expr_test:
+      - expr: up
+        eval_time: 1m
+        exp_samples:
+          - labels: 'up'
+            value: 0
+  - name: three
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: LastEntry
+        exp_alerts:
+          - exp_labels:
+              severity: ticket
+"#;
+    let fired: Vec<String> = alerts_expected_to_fire(tests).into_iter().collect();
+    assert_eq!(
+        fired,
+        [
+            "CompactList",
+            "Fires",
+            "Flow",
+            "KeysInAnotherOrder",
+            "LastEntry"
+        ]
+    );
+}
+
+fn check_alerts(rules: &str, rules_test: &str, anchors: &BTreeSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
     let alerts = alert_blocks(rules);
     if alerts.len() < 14 {
         problems.push(format!("only {} alerts in {RULES}", alerts.len()));
+    }
+    let fired = alerts_expected_to_fire(rules_test);
+    let untested: Vec<&str> = alerts
+        .keys()
+        .filter(|name| !fired.contains(*name))
+        .map(String::as_str)
+        .collect();
+    if !untested.is_empty() {
+        problems.push(format!(
+            "{} alert(s) of {RULES} have no case in {RULES_TEST} that makes them fire \
+             (an alert_rule_test entry with that alertname and a non-empty exp_alerts): {}",
+            untested.len(),
+            untested.join(", ")
+        ));
     }
     for (name, block) in &alerts {
         let has = |key: &str| block.lines().any(|l| l.trim().starts_with(key));
@@ -324,9 +493,13 @@ fn dashboard_and_rules_use_only_exported_metrics() {
     info!("the dashboard: schema, variables, unique panel ids, layout, datasource");
     problems.extend(check_dashboard(&dashboard));
 
-    info!("every alert: for, severity, summary, description, a runbook section that exists");
+    info!(
+        "every alert: for, severity, summary, description, a runbook section that exists, \
+         a unit test in {RULES_TEST} that makes it fire"
+    );
     problems.extend(check_alerts(
         &rules,
+        &rules_test,
         &heading_anchors(&read(OPERATIONS_DOC)),
     ));
 

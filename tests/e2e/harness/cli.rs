@@ -1,30 +1,38 @@
-//! Running the `consentry` binary as a command-line tool, with a deadline.
+//! Running commands to completion with a deadline: the `consentry` binary as a
+//! command-line tool (`run_cli`), and any other program a test runs (`run_with_deadline`).
 
-use std::ffi::OsStr;
-use std::io::Read;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::clock::now;
-use super::node::clean_env;
+use super::process::{clean_env, die_with_test};
 
 /// A CLI command that runs longer than this is killed and reported as hung.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
-/// Output read from one command is cut at this size.
-const CLI_OUTPUT_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Output kept from one command is cut at this size (each of stdout and stderr).
+const OUTPUT_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// How long a command's output pipes may stay open after it exited: a process it left
+/// running (a daemon it started) may still hold them, and must not hang the test.
+const OUTPUT_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Pause between two looks at a running command.
+const WAIT_PAUSE: Duration = Duration::from_millis(20);
 
 /// The `consentry` binary cargo built for this test run.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_consentry")
 }
 
-/// What one CLI invocation did.
+/// What one command did: a `consentry` CLI invocation, or any [`run_with_deadline`].
 #[derive(Debug, Clone)]
 pub struct CliOutput {
     pub command: String,
-    /// The exit code; `None` when the command was killed (by a signal or our timeout).
+    /// The exit code; `None` when the command was killed by a signal.
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
@@ -38,11 +46,10 @@ impl CliOutput {
     /// The whole invocation, for assertion messages.
     pub fn describe(&self) -> String {
         format!(
-            "`{}` exited {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            "`{}` exited {:?}\n{}",
             self.command,
             self.code,
-            self.stdout.trim_end(),
-            self.stderr.trim_end()
+            self.streams()
         )
     }
 
@@ -51,18 +58,51 @@ impl CliOutput {
         assert!(self.success(), "command failed: {}", self.describe());
         self
     }
+
+    fn streams(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
 }
 
 /// Runs `consentry ARGS` in `cwd` with `env` set on a cleaned environment (`clean_env`), so
-/// a developer's shell cannot steer the suite.
+/// a developer's shell cannot steer the suite. Panics, with what it printed, when the
+/// command runs longer than 30 s.
 pub fn run_cli<I, S>(cwd: &Path, args: I, env: &[(&str, &str)]) -> CliOutput
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
     let mut running = spawn(cwd, args, env);
-    let code = wait_with_deadline(&mut running.child, &running.command);
-    running.finish(code)
+    let waited = wait_with_deadline(&mut running.child, &running.command, CLI_TIMEOUT);
+    running.finish(waited)
+}
+
+/// Runs `cmd` to completion: spawns it with `die_with_test` and `clean_env` applied (a
+/// variable `cmd` sets itself is kept), writes `stdin` to it (`None`: stdin is `/dev/null`) and closes it, and collects what it
+/// prints (each stream cut at 4 MiB). Whatever the exit status, returns it with the output
+/// (`.expect_success()` to require 0).
+///
+/// Panics, naming the command and with what it printed so far, when it runs longer than
+/// `limit` (it is killed and reaped first), or when it cannot be started. A command that
+/// exits without reading all of `stdin` is not an error: its exit status tells.
+pub fn run_with_deadline(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> CliOutput {
+    let command = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let set: Vec<(OsString, OsString)> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    clean_env(cmd).envs(set);
+    let mut running = start(cmd, command, stdin);
+    let waited = wait_with_deadline(&mut running.child, &running.command, limit);
+    running.finish(waited)
 }
 
 /// What the kernel measured of one finished `consentry` process.
@@ -86,25 +126,43 @@ where
     let mut running = spawn(cwd, args, env);
     let (code, max_rss_kib) = wait_sampling_memory(&mut running.child, &running.command);
     let wall = now().saturating_duration_since(started);
-    (running.finish(code), Usage { wall, max_rss_kib })
+    (running.finish(Ok(code)), Usage { wall, max_rss_kib })
 }
 
-/// A started command whose output is being drained.
+/// A started command whose output is being drained (and stdin fed).
 struct Running {
     command: String,
     child: Child,
-    stdout: JoinHandle<String>,
-    stderr: JoinHandle<String>,
+    stdin: Option<JoinHandle<io::Result<()>>>,
+    stdout: Drain,
+    stderr: Drain,
 }
 
 impl Running {
-    fn finish(self, code: Option<i32>) -> CliOutput {
-        CliOutput {
+    /// Collects the output of the reaped command; panics with it when `waited` is an error
+    /// (the command hung), or when feeding its stdin failed otherwise than by its exit.
+    fn finish(self, waited: Result<Option<i32>, String>) -> CliOutput {
+        let grace_ends = now() + OUTPUT_CLOSE_GRACE;
+        let out = CliOutput {
             command: self.command,
-            code,
-            stdout: join_output(self.stdout),
-            stderr: join_output(self.stderr),
+            code: waited.as_ref().ok().copied().flatten(),
+            stdout: join_output(self.stdout, grace_ends),
+            stderr: join_output(self.stderr, grace_ends),
+        };
+        if let Err(why) = waited {
+            panic!("{why}\n{}", out.streams());
         }
+        if let Some(Ok(Err(e))) = self.stdin.and_then(|w| join_within(w, grace_ends)) {
+            // A command that exits without reading all of its input closes the pipe.
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                panic!(
+                    "writing the standard input of `{}`: {e}\n{}",
+                    out.command,
+                    out.describe()
+                );
+            }
+        }
+        out
     }
 }
 
@@ -121,15 +179,35 @@ where
     let mut cmd = Command::new(binary());
     cmd.args(&args).current_dir(cwd);
     clean_env(&mut cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     for (key, value) in env {
         cmd.env(key, value);
     }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{command}` ({}): {e}", binary()));
+    start(&mut cmd, command, None)
+}
+
+/// Spawns `cmd` (dying with the test) with its output piped to reader threads and `stdin`
+/// fed by a writer thread, so a command that stops reading cannot block the test.
+fn start(cmd: &mut Command, command: String, stdin: Option<&[u8]>) -> Running {
+    die_with_test(cmd);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start `{command}` ({}): {e}",
+            cmd.get_program().to_string_lossy()
+        )
+    });
+    let stdin = stdin.map(|bytes| {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let bytes = bytes.to_vec();
+        // The pipe closes when the thread ends: the command sees the end of its input.
+        thread::spawn(move || pipe.write_all(&bytes))
+    });
     let stdout = drain(
         child
             .stdout
@@ -145,41 +223,111 @@ where
     Running {
         command,
         child,
+        stdin,
         stdout,
         stderr,
     }
 }
 
-fn drain(stream: Option<Box<dyn Read + Send>>) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = Vec::new();
-        if let Some(stream) = stream {
-            let _ = stream.take(CLI_OUTPUT_BYTES_MAX).read_to_end(&mut text);
+/// A thread reading one output stream into a buffer the test can take even while a
+/// process the command left behind keeps the pipe open.
+struct Drain {
+    text: Arc<Mutex<Vec<u8>>>,
+    /// Bytes read past `OUTPUT_BYTES_MAX` and thrown away.
+    dropped: Arc<AtomicU64>,
+    thread: JoinHandle<()>,
+}
+
+/// Reads `stream` to its end, keeping the first `OUTPUT_BYTES_MAX` bytes. It reads on past
+/// them rather than closing the pipe, which would kill a chatty command with SIGPIPE.
+fn drain(stream: Option<Box<dyn Read + Send>>) -> Drain {
+    let text = Arc::new(Mutex::new(Vec::new()));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (sink, dropped_sink) = (Arc::clone(&text), Arc::clone(&dropped));
+    let thread = thread::spawn(move || {
+        let Some(mut stream) = stream else { return };
+        let mut chunk = [0_u8; 16 * 1024];
+        loop {
+            let n = match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let mut kept = sink.lock().unwrap_or_else(PoisonError::into_inner);
+            let room = usize::try_from(OUTPUT_BYTES_MAX)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(kept.len())
+                .min(n);
+            kept.extend_from_slice(&chunk[..room]);
+            dropped_sink.fetch_add((n - room) as u64, Ordering::Relaxed);
         }
-        String::from_utf8_lossy(&text).into_owned()
-    })
+    });
+    Drain {
+        text,
+        dropped,
+        thread,
+    }
 }
 
-fn join_output(handle: JoinHandle<String>) -> String {
-    handle
-        .join()
-        .unwrap_or_else(|_| String::from("<reader thread panicked>"))
+/// What a reader collected once its pipe closed, or by `grace_ends` with a note that the
+/// pipe is still open.
+fn join_output(drain: Drain, grace_ends: Instant) -> String {
+    let closed = join_within(drain.thread, grace_ends).is_some();
+    let bytes = drain.text.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    let mut note = |line: String| {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+    };
+    let dropped = drain.dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        note(format!("<{dropped} more bytes not kept>"));
+    }
+    if !closed {
+        note(format!(
+            "<still open {OUTPUT_CLOSE_GRACE:?} after the command ended: a process it started holds it>"
+        ));
+    }
+    text
 }
 
-fn wait_with_deadline(child: &mut Child, command: &str) -> Option<i32> {
+/// Joins `handle` if its thread ends by `deadline`; `None` leaves it running, detached.
+fn join_within<T>(handle: JoinHandle<T>, deadline: Instant) -> Option<thread::Result<T>> {
+    while !handle.is_finished() {
+        if now() >= deadline {
+            return None;
+        }
+        thread::sleep(WAIT_PAUSE);
+    }
+    Some(handle.join())
+}
+
+/// Reaps `child`, killing and reaping it once `limit` has passed. `Ok` with the exit code
+/// (`None`: killed by a signal); `Err` saying why it was given up on.
+fn wait_with_deadline(
+    child: &mut Child,
+    command: &str,
+    limit: Duration,
+) -> Result<Option<i32>, String> {
     let start = now();
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.code(),
-            Ok(None) => {}
-            Err(e) => panic!("waiting for `{command}`: {e}"),
-        }
-        if now().saturating_duration_since(start) >= CLI_TIMEOUT {
+        let gave_up = match child.try_wait() {
+            Ok(Some(status)) => return Ok(status.code()),
+            Ok(None) if now().saturating_duration_since(start) < limit => None,
+            Ok(None) => Some(format!(
+                "`{command}` did not finish within {limit:?}; killed it"
+            )),
+            Err(e) => Some(format!("waiting for `{command}`: {e}; killed it")),
+        };
+        if let Some(why) = gave_up {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`{command}` did not finish within {CLI_TIMEOUT:?}; killed it");
+            return Err(why);
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(WAIT_PAUSE);
     }
 }
 

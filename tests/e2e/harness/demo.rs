@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{clean_env, wait_until};
+use super::{clean_env, die_with_test, wait_until};
 
 /// The demo builds nothing, but three nodes must elect a leader and probe twice.
 pub const DEMO_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,15 +37,8 @@ impl Demo {
         let stderr = dir.path().join("demo.err");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_consentry"));
         clean_env(&mut cmd);
-        // The demo dies with the test process, however that ends, and frees its ports.
-        // SAFETY: prctl in the child before exec sets only its parent-death signal.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // The demo frees its ports however the test ends.
+        die_with_test(&mut cmd);
         cmd.args(["demo", "--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))

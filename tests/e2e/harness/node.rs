@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use super::cli::binary;
+use super::process::{clean_env, die_with_test};
 
 /// The node log printed when a test fails is cut to its last lines.
 const LOG_TAIL_LINES: usize = 80;
@@ -181,21 +182,13 @@ impl NodeProc {
                 cmd
             }
         };
-        // The node dies with the test process, however that ends (a CI timeout's SIGKILL
-        // included), and does not hold its namespace or ports for the next run.
-        // SAFETY: prctl in the child before exec sets only its parent-death signal.
-        unsafe {
-            use std::os::unix::process::CommandExt as _;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // The node does not hold its namespace or ports for the next run.
+        die_with_test(&mut cmd);
+        clean_env(&mut cmd);
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config_path)
             .current_dir(cwd);
-        clean_env(&mut cmd);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -315,25 +308,6 @@ fn strip_ansi(text: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// Keeps the developer's shell out of the child: no API/token defaults, and no proxy, so
-/// loopback traffic (API calls, webhooks) goes straight to loopback.
-pub fn clean_env(cmd: &mut Command) {
-    for key in [
-        "CONSENTRY_API",
-        "CONSENTRY_TOKEN",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(key);
-    }
-    cmd.env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost");
 }
 
 impl Drop for NodeProc {

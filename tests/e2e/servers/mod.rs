@@ -86,6 +86,17 @@ pub fn binary(candidates: &[&str], package: &str) -> Result<PathBuf, Unavailable
         })
 }
 
+/// Prometheus' `promtool` (Debian package `prometheus`).
+pub fn promtool() -> Result<PathBuf, Unavailable> {
+    binary(
+        &["/usr/bin/promtool", "/usr/local/bin/promtool"],
+        "prometheus",
+    )
+}
+
+/// How long one `promtool` run may take.
+pub const PROMTOOL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Whether the suite runs as root (postfix, sshd's privilege separation, postgres's
 /// user switch need it).
 pub fn is_root() -> bool {
